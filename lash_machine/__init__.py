@@ -1,0 +1,103 @@
+"""lash-machine: the lifecycle of durable LLM-agent sessions as a sans-IO
+state machine.
+
+Feed events to :func:`step`; carry out the effects it returns (or let a
+driver from :mod:`lash_machine.drivers` do it against a store from
+:mod:`lash_machine.stores`).
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CorruptRow,
+    HeadRevisionConflict,
+    InvalidEvent,
+    LashMachineError,
+    LeaseHeld,
+    ModelSpecMissing,
+    ProtocolError,
+    ResidencyRequiresStore,
+    SchemaVersionMismatch,
+    SessionNotFound,
+    StaleResult,
+    StoreError,
+    WireError,
+)
+from .graph import HealReport, LeafRepair, ParentRepair, SessionGraph, heal_graph
+from .machine import TRANSITIONS, step
+from .model import (
+    JSON,
+    AgentFrame,
+    ModelSpec,
+    NodeKind,
+    ParkedSession,
+    PluginSnapshot,
+    Residency,
+    SessionNode,
+    SessionPolicy,
+    SessionView,
+    ToolSnapshot,
+)
+from .persisted import (
+    ActivePath,
+    AttachmentIntent,
+    FullGraph,
+    GraphDelta,
+    ReadScope,
+    Reparent,
+    SessionCommit,
+    SessionInfo,
+    StoredSession,
+    VacuumReport,
+)
+from .state import MachineState, Phase, SessionState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "JSON",
+    "TRANSITIONS",
+    "ActivePath",
+    "AgentFrame",
+    "AttachmentIntent",
+    "CorruptRow",
+    "FullGraph",
+    "GraphDelta",
+    "HeadRevisionConflict",
+    "HealReport",
+    "InvalidEvent",
+    "LashMachineError",
+    "LeafRepair",
+    "LeaseHeld",
+    "MachineState",
+    "ModelSpec",
+    "ModelSpecMissing",
+    "NodeKind",
+    "ParentRepair",
+    "ParkedSession",
+    "Phase",
+    "PluginSnapshot",
+    "ProtocolError",
+    "ReadScope",
+    "Reparent",
+    "Residency",
+    "ResidencyRequiresStore",
+    "SchemaVersionMismatch",
+    "SessionCommit",
+    "SessionGraph",
+    "SessionInfo",
+    "SessionNode",
+    "SessionNotFound",
+    "SessionPolicy",
+    "SessionState",
+    "SessionView",
+    "StaleResult",
+    "StoreError",
+    "StoredSession",
+    "ToolSnapshot",
+    "VacuumReport",
+    "WireError",
+    "__version__",
+    "heal_graph",
+    "step",
+]

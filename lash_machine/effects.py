@@ -1,0 +1,314 @@
+"""What comes out of the machine.
+
+* Store requests carry a ``request_id``; feed their result back as the
+  matching result event (or :class:`~lash_machine.events.EffectFailed`).
+* Host requests (:class:`RestoreToolSurface`, :class:`RestorePlugins`,
+  :class:`UnregisterPluginSession`) and :class:`EmitLifecycle` are
+  notifications: carry them out, nothing is fed back.
+* ``Reply*`` effects answer the caller's command.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import attrs
+
+from .graph import HealReport
+from .model import (
+    ParkedSession,
+    PluginSnapshot,
+    SessionNode,
+    SessionView,
+    ToolSnapshot,
+)
+from .persisted import AttachmentIntent, ReadScope, SessionCommit
+
+__all__ = [
+    "Commit",
+    "CommitConflict",
+    "Effect",
+    "EmitLifecycle",
+    "LifecycleEvent",
+    "LoadGraph",
+    "LoadNode",
+    "RecordAttachmentIntent",
+    "ReplyAttachment",
+    "ReplyClosed",
+    "ReplyFailed",
+    "ReplyNode",
+    "ReplyOrphans",
+    "ReplyParked",
+    "ReplyReady",
+    "ReplySaved",
+    "ReplyTombstoned",
+    "ReplyUpdated",
+    "RestorePlugins",
+    "RestoreToolSurface",
+    "SessionClosed",
+    "SessionHealed",
+    "SessionOpened",
+    "SessionParked",
+    "SessionRestored",
+    "SessionSaved",
+    "StoreRequest",
+    "TombstoneNodes",
+    "UnregisterPluginSession",
+]
+
+# ---- store requests ---------------------------------------------------------
+
+
+@attrs.frozen
+class LoadGraph:
+    """Read the session for ``scope``; answer with ``GraphLoaded``."""
+
+    request_id: int
+    session_id: str
+    scope: ReadScope
+
+
+@attrs.frozen
+class LoadNode:
+    """Read one node; answer with ``LoadNodeResult``."""
+
+    request_id: int
+    session_id: str
+    node_id: str
+
+
+@attrs.frozen
+class Commit:
+    """Apply ``commit`` with compare-and-set on its expected head; answer
+    with ``Committed``, or ``CommitConflicted`` when another writer won."""
+
+    request_id: int
+    commit: SessionCommit
+
+
+@attrs.frozen
+class TombstoneNodes:
+    """Hide nodes of the session; answer with ``Tombstoned``."""
+
+    request_id: int
+    session_id: str
+    node_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class RecordAttachmentIntent:
+    """Store a write-ahead intent; answer with ``IntentRecorded``. Only then
+    may the host write the attachment's bytes."""
+
+    request_id: int
+    intent: AttachmentIntent
+
+
+StoreRequest: TypeAlias = LoadGraph | LoadNode | Commit | TombstoneNodes | RecordAttachmentIntent
+
+# ---- host requests ------------------------------------------------------------
+
+
+@attrs.frozen
+class RestoreToolSurface:
+    """Install this tool surface, adopting its generation as it is."""
+
+    session_id: str
+    snapshot: ToolSnapshot
+
+
+@attrs.frozen
+class RestorePlugins:
+    """Restore the session's plugins from this snapshot."""
+
+    session_id: str
+    snapshot: PluginSnapshot
+
+
+@attrs.frozen
+class UnregisterPluginSession:
+    """The session left memory (parked or closed): drop its plugin state."""
+
+    session_id: str
+
+
+# ---- lifecycle notifications ----------------------------------------------------
+
+
+@attrs.frozen
+class SessionOpened:
+    """A new session started (nothing was stored under its id)."""
+
+    view: SessionView
+
+
+@attrs.frozen
+class SessionRestored:
+    """A session was rebuilt from the store or from a state in hand."""
+
+    view: SessionView
+
+
+@attrs.frozen
+class SessionHealed:
+    """Healing repaired the graph while the session was built; the next
+    commit writes the repairs."""
+
+    session_id: str
+    report: HealReport
+
+
+@attrs.frozen
+class SessionSaved:
+    """A commit succeeded."""
+
+    session_id: str
+    head_revision: int
+
+
+@attrs.frozen
+class CommitConflict:
+    """A commit lost to another writer; the session kept its changes."""
+
+    session_id: str
+    expected_head: int | None
+    stored_head: int | None
+
+
+@attrs.frozen
+class SessionParked:
+    """The session was committed and left memory."""
+
+    parked: ParkedSession
+
+
+@attrs.frozen
+class SessionClosed:
+    """The session left memory; ``discarded`` when changes were dropped."""
+
+    session_id: str
+    discarded: bool
+
+
+LifecycleEvent: TypeAlias = (
+    SessionOpened
+    | SessionRestored
+    | SessionHealed
+    | SessionSaved
+    | CommitConflict
+    | SessionParked
+    | SessionClosed
+)
+
+
+@attrs.frozen
+class EmitLifecycle:
+    """Tell lifecycle listeners (plugins, metrics, logs) what happened."""
+
+    event: LifecycleEvent
+
+
+# ---- replies to the caller --------------------------------------------------------
+
+
+@attrs.frozen
+class ReplyReady:
+    """Open, Restore or Resume finished: the session is active."""
+
+    view: SessionView
+
+
+@attrs.frozen
+class ReplySaved:
+    """Save finished at ``head_revision``."""
+
+    head_revision: int
+
+
+@attrs.frozen
+class ReplyParked:
+    """Park finished; keep the handle to resume later."""
+
+    parked: ParkedSession
+
+
+@attrs.frozen
+class ReplyNode:
+    """The answer to ``LoadNode`` (``None`` when no such node exists)."""
+
+    node_id: str
+    node: SessionNode | None
+
+
+@attrs.frozen
+class ReplyOrphans:
+    """The answer to ``ListOrphans``."""
+
+    node_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class ReplyTombstoned:
+    """The answer to ``Tombstone``: how many nodes were hidden."""
+
+    count: int
+
+
+@attrs.frozen
+class ReplyAttachment:
+    """The intent is durable: the host may now write the bytes."""
+
+    attachment_id: str
+
+
+@attrs.frozen
+class ReplyUpdated:
+    """An in-memory edit was applied (append, branch, tool state, ...)."""
+
+    leaf_id: str | None
+    tool_generation: int
+
+
+@attrs.frozen
+class ReplyClosed:
+    """The session is closed."""
+
+    session_id: str
+
+
+@attrs.frozen
+class ReplyFailed:
+    """The command failed on the IO side; the session is still usable.
+
+    ``error`` is a short code: ``"head_revision_conflict"`` (with
+    ``stored_head``), ``"model_spec_missing"``, ``"unknown_node"``, or the
+    code of the failed effect (``"store_error"``, ``"corrupt_row"``, ...).
+    """
+
+    operation: str
+    error: str
+    message: str
+    stored_head: int | None = None
+
+
+Reply: TypeAlias = (
+    ReplyReady
+    | ReplySaved
+    | ReplyParked
+    | ReplyNode
+    | ReplyOrphans
+    | ReplyTombstoned
+    | ReplyAttachment
+    | ReplyUpdated
+    | ReplyClosed
+    | ReplyFailed
+)
+
+Effect: TypeAlias = (
+    StoreRequest
+    | RestoreToolSurface
+    | RestorePlugins
+    | UnregisterPluginSession
+    | EmitLifecycle
+    | Reply
+)

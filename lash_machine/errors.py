@@ -1,0 +1,167 @@
+"""What can go wrong, and what the caller should do about it.
+
+Every exception of the package derives from :class:`LashMachineError`.
+Errors raised by :func:`lash_machine.step` leave the caller's state exactly
+as it was (the reducer never mutates its input), so the caller may keep
+using that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CorruptRow",
+    "HeadRevisionConflict",
+    "InvalidEvent",
+    "LashMachineError",
+    "LeaseHeld",
+    "ModelSpecMissing",
+    "ProtocolError",
+    "ResidencyRequiresStore",
+    "SchemaVersionMismatch",
+    "SessionNotFound",
+    "StaleResult",
+    "StoreError",
+    "WireError",
+]
+
+
+class LashMachineError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ProtocolError(LashMachineError):
+    """The event is not valid in the machine's current phase.
+
+    Raised by :func:`~lash_machine.step` before anything changes: the state
+    passed in is still valid. Fix the caller's sequencing (for example, do
+    not ``Append`` to a parked session; ``Resume`` it first).
+    """
+
+    def __init__(self, phase: str, event: str, reason: str = "") -> None:
+        self.phase = phase
+        self.event = event
+        self.reason = reason
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"{event} is not valid in phase {phase!r}{detail}")
+
+
+class StaleResult(ProtocolError):
+    """A result event answers a request the machine is not waiting for.
+
+    Late, duplicated or forged results never change state. A driver that
+    sees this has lost track of its requests; drop the result.
+    """
+
+    def __init__(self, phase: str, event: str, request_id: int) -> None:
+        self.request_id = request_id
+        super().__init__(phase, event, f"request {request_id} is not outstanding")
+
+
+class InvalidEvent(ProtocolError):
+    """The event fits the phase but its content does not fit the session
+    (an unknown parent, a taken node id, a stale tool generation, ...).
+
+    The message names what was wrong; correct the event and send it again.
+    """
+
+
+class ResidencyRequiresStore(InvalidEvent):
+    """``ACTIVE_PATH_ONLY`` was asked for a session without a persistent
+    store: the trimmed nodes could never be loaded again. Open with a store,
+    or with ``KEEP_ALL``."""
+
+
+class ModelSpecMissing(LashMachineError):
+    """Neither the stored session, its frame, nor the caller's policy names a
+    model. Pass a :class:`~lash_machine.model.SessionPolicy` whose model id
+    is not blank."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"session {session_id!r}: session policy missing model spec; "
+            "supply a policy with an explicit model id"
+        )
+
+
+class WireError(LashMachineError):
+    """A wire message could not be decoded or encoded.
+
+    ``errors`` lists each problem with the path of the bad field, such as
+    ``"expected str @ $.nodes[3].parent_id"``. Nothing of the message reached
+    the reducer; reject the message.
+    """
+
+    def __init__(self, message: str, errors: Sequence[str] = ()) -> None:
+        self.errors = tuple(errors)
+        text = message if not self.errors else f"{message}: " + "; ".join(self.errors)
+        super().__init__(text)
+
+
+class StoreError(LashMachineError):
+    """A store could not carry out a request. Nothing of a failed commit was
+    applied; the session may retry or close."""
+
+
+class HeadRevisionConflict(StoreError):
+    """Another writer committed first: the stored head revision is not the
+    one this commit expected, so none of this commit was applied.
+
+    The session keeps its edits. Reload (close with ``discard=True`` and
+    resume) to continue from ``actual``.
+    """
+
+    def __init__(self, session_id: str, expected: int | None, actual: int | None) -> None:
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"session {session_id!r}: commit expected head revision {expected}, "
+            f"store has {actual}"
+        )
+
+
+class SessionNotFound(StoreError):
+    """The store has no session with that id."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"no session {session_id!r} in the store")
+
+
+class CorruptRow(StoreError):
+    """A stored row could not be decoded. Names the session and, for a node
+    row, the node; the row is never skipped. Inspect it with
+    ``lash-machine check``."""
+
+    def __init__(self, session_id: str, node_id: str | None, detail: str) -> None:
+        self.session_id = session_id
+        self.node_id = node_id
+        self.detail = detail
+        where = f"session {session_id!r}" + (f", node {node_id!r}" if node_id is not None else "")
+        super().__init__(f"corrupt row in {where}: {detail}")
+
+
+class SchemaVersionMismatch(StoreError):
+    """The database was written by another schema version. Nothing is
+    migrated silently; use a matching release of lash-machine."""
+
+    def __init__(self, where: str, found: int, expected: int) -> None:
+        self.found = found
+        self.expected = expected
+        super().__init__(
+            f"{where}: schema version {found}, this lash-machine expects {expected}"
+        )
+
+
+class LeaseHeld(StoreError):
+    """Another worker holds the session's execution lease. Retry after the
+    lease's time-to-live, or pick another session."""
+
+    def __init__(self, session_id: str, owner: str, expires_at: float) -> None:
+        self.session_id = session_id
+        self.owner = owner
+        self.expires_at = expires_at
+        super().__init__(f"session {session_id!r} is leased by {owner!r} until {expires_at}")

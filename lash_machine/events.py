@@ -1,0 +1,269 @@
+"""What goes into the machine.
+
+Commands come from the caller; results come from whoever carried out an
+effect and echo its ``request_id``. Anything non-deterministic (the time,
+fresh ids, IO results) arrives in an event, so :func:`~lash_machine.step`
+stays pure.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import attrs
+
+from .model import JSON, ParkedSession, Residency, SessionNode, SessionPolicy
+from .persisted import StoredSession
+from .state import SessionState
+
+__all__ = [
+    "Append",
+    "ApplyToolState",
+    "BranchTo",
+    "Close",
+    "CommitConflicted",
+    "Committed",
+    "EffectFailed",
+    "Event",
+    "GraphLoaded",
+    "IntentRecorded",
+    "ListOrphans",
+    "LoadNode",
+    "LoadNodeResult",
+    "Open",
+    "Park",
+    "RecordAttachment",
+    "RecordPluginState",
+    "Restore",
+    "Resume",
+    "Save",
+    "SetCheckpoint",
+    "Tombstone",
+    "Tombstoned",
+]
+
+# ---- commands ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Open:
+    """Open the session ``session_id``, or create it.
+
+    With ``persistent`` the stored session is loaded first (a missing one is
+    created on the first commit); without, a fresh in-memory session starts.
+    ``fresh_id`` is the id used when ``session_id`` is empty: drivers fill it
+    with a new random id.
+    """
+
+    policy: SessionPolicy
+    now: float
+    session_id: str = ""
+    fresh_id: str = ""
+    residency: Residency = Residency.KEEP_ALL
+    persistent: bool = True
+
+
+@attrs.frozen
+class Restore:
+    """Rebuild a session from a state in hand (a worker rebuild): no store
+    read. ``persistent`` says whether later commits have a store."""
+
+    state: SessionState
+    policy: SessionPolicy
+    now: float
+    residency: Residency = Residency.KEEP_ALL
+    persistent: bool = True
+    fresh_id: str = ""
+
+
+@attrs.frozen
+class Resume:
+    """Load a parked session again. ``residency`` overrides the handle's."""
+
+    parked: ParkedSession
+    now: float
+    residency: Residency | None = None
+
+
+@attrs.frozen
+class Append:
+    """Add nodes; the last one becomes the leaf.
+
+    Each parent must be ``None``, a resident node, or an earlier node of the
+    same append; each id must be new.
+    """
+
+    nodes: tuple[SessionNode, ...]
+
+
+@attrs.frozen
+class BranchTo:
+    """Make ``node_id`` the leaf: the next append forks the history there.
+
+    Under ``ACTIVE_PATH_ONLY`` a node that is not resident has its path
+    loaded from the store first.
+    """
+
+    node_id: str
+
+
+@attrs.frozen
+class Save:
+    """Commit the session's changes; the session stays active."""
+
+
+@attrs.frozen
+class Park:
+    """Commit, then give up the in-memory session for a small handle."""
+
+
+@attrs.frozen
+class LoadNode:
+    """Answer one node: from memory when resident, else from the store."""
+
+    node_id: str
+
+
+@attrs.frozen
+class ListOrphans:
+    """Answer the ids of stored or resident nodes off the active path."""
+
+
+@attrs.frozen
+class Tombstone:
+    """Hide committed orphan nodes in the store (and drop them from memory).
+    Nodes on the active path and uncommitted nodes are refused."""
+
+    node_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class ApplyToolState:
+    """A tool-surface delta: accepted only on top of ``base_generation``,
+    after which the generation is one higher."""
+
+    base_generation: int
+    data: JSON
+
+
+@attrs.frozen
+class RecordPluginState:
+    """Replace the plugin snapshot; its revision grows by one."""
+
+    data: JSON
+
+
+@attrs.frozen
+class SetCheckpoint:
+    """Replace the host's checkpoint (any JSON the host wants kept)."""
+
+    data: JSON
+
+
+@attrs.frozen
+class RecordAttachment:
+    """Announce an attachment before its bytes are written: a write-ahead
+    intent is stored first, and the next commit adopts the id."""
+
+    attachment_id: str
+    uri: str
+    now: float
+
+
+@attrs.frozen
+class Close:
+    """Leave the session. Refused while a persistent session has
+    uncommitted changes, unless ``discard``."""
+
+    discard: bool = False
+
+
+# ---- results ----------------------------------------------------------------
+
+
+@attrs.frozen
+class GraphLoaded:
+    """A ``LoadGraph`` effect's result; ``session`` is ``None`` when the
+    store has no such session."""
+
+    request_id: int
+    session: StoredSession | None
+
+
+@attrs.frozen
+class LoadNodeResult:
+    """A ``LoadNode`` effect's result; ``node`` is ``None`` when absent."""
+
+    request_id: int
+    node: SessionNode | None
+
+
+@attrs.frozen
+class Committed:
+    """A ``Commit`` effect succeeded; the store's head is now ``head_revision``."""
+
+    request_id: int
+    head_revision: int
+
+
+@attrs.frozen
+class CommitConflicted:
+    """A ``Commit`` lost its compare-and-set: the store's head is ``stored_head``."""
+
+    request_id: int
+    stored_head: int | None
+
+
+@attrs.frozen
+class Tombstoned:
+    """A ``TombstoneNodes`` effect hid ``count`` nodes."""
+
+    request_id: int
+    count: int
+
+
+@attrs.frozen
+class IntentRecorded:
+    """A ``RecordAttachmentIntent`` effect is durable."""
+
+    request_id: int
+
+
+@attrs.frozen
+class EffectFailed:
+    """Any IO effect failed. ``error`` is a short code (``"store_error"``,
+    ``"corrupt_row"``, ``"cancelled"``, ...) and ``message`` says what
+    happened; the machine returns to a state the caller can retry from."""
+
+    request_id: int
+    error: str
+    message: str
+
+
+Command: TypeAlias = (
+    Open
+    | Restore
+    | Resume
+    | Append
+    | BranchTo
+    | Save
+    | Park
+    | LoadNode
+    | ListOrphans
+    | Tombstone
+    | ApplyToolState
+    | RecordPluginState
+    | SetCheckpoint
+    | RecordAttachment
+    | Close
+)
+Result: TypeAlias = (
+    GraphLoaded
+    | LoadNodeResult
+    | Committed
+    | CommitConflicted
+    | Tombstoned
+    | IntentRecorded
+    | EffectFailed
+)
+Event: TypeAlias = Command | Result

@@ -1,0 +1,298 @@
+"""The session graph and the algorithms over it: active path, orphans, healing.
+
+A :class:`SessionGraph` keeps its nodes in insertion order in a persistent
+vector and indexes them by id in a persistent map, so appending to a graph of
+100k nodes costs about what it costs on 1k: the old graph and the new one
+share almost all of their structure.
+
+A graph read from a store or from the wire may be corrupt (duplicate ids,
+missing parents, parent cycles, a leaf that names no node);
+:func:`heal_graph` returns a well-formed graph and a report of each repair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import attrs
+import immutables
+from pyrsistent import pvector
+from pyrsistent.typing import PVector
+
+from .model import NodeKind, SessionNode
+
+__all__ = [
+    "HealReport",
+    "LeafRepair",
+    "ParentRepair",
+    "SessionGraph",
+    "heal_graph",
+]
+
+
+@attrs.frozen(eq=False)
+class SessionGraph:
+    """Nodes in insertion order plus the id of the leaf (the newest node of
+    the active branch).
+
+    Build one with :meth:`from_nodes` or :meth:`empty`; change one with
+    :meth:`append`, :meth:`with_leaf` and :meth:`with_parent`, each of which
+    returns a new graph sharing structure with the old.
+
+    An unhealed graph may hold several nodes with one id; lookups then see
+    the first of them.
+    """
+
+    _nodes: PVector[SessionNode]
+    _index: immutables.Map[str, int]
+    leaf_id: str | None
+
+    @classmethod
+    def empty(cls) -> SessionGraph:
+        """A graph with no nodes and no leaf."""
+        return cls(pvector(), immutables.Map(), None)
+
+    @classmethod
+    def from_nodes(cls, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
+        """A graph of ``nodes`` (in insertion order) with the given leaf."""
+        vector = pvector(nodes)
+        index: dict[str, int] = {}
+        for position, node in enumerate(vector):
+            index.setdefault(node.node_id, position)
+        return cls(vector, immutables.Map(index), leaf_id)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __iter__(self) -> Iterator[SessionNode]:
+        return iter(self._nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._index
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionGraph):
+            return NotImplemented
+        return self.leaf_id == other.leaf_id and self._nodes == other._nodes
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SessionGraph(<{len(self)} nodes>, leaf_id={self.leaf_id!r})"
+
+    @property
+    def nodes(self) -> tuple[SessionNode, ...]:
+        """Every node, in insertion order."""
+        return tuple(self._nodes)
+
+    def since(self, position: int) -> tuple[SessionNode, ...]:
+        """The nodes inserted at ``position`` and after, in order; O(k)."""
+        return tuple(self._nodes[i] for i in range(position, len(self._nodes)))
+
+    def position(self, node_id: str) -> int | None:
+        """Where the node stands in insertion order, or ``None``."""
+        return self._index.get(node_id)
+
+    def get(self, node_id: str) -> SessionNode | None:
+        """The node with that id, or ``None``."""
+        position = self._index.get(node_id)
+        return None if position is None else self._nodes[position]
+
+    def append(self, node: SessionNode) -> SessionGraph:
+        """A graph with ``node`` added last (the leaf is unchanged).
+
+        Raises ``ValueError`` when the id is taken: a graph built by edits
+        never holds duplicates.
+        """
+        if node.node_id in self._index:
+            raise ValueError(f"node id {node.node_id!r} is already in the graph")
+        return SessionGraph(
+            self._nodes.append(node),
+            self._index.set(node.node_id, len(self._nodes)),
+            self.leaf_id,
+        )
+
+    def with_leaf(self, leaf_id: str | None) -> SessionGraph:
+        """The same nodes with another leaf."""
+        return SessionGraph(self._nodes, self._index, leaf_id)
+
+    def with_parent(self, node_id: str, parent_id: str | None) -> SessionGraph:
+        """The graph with one node's parent pointer changed."""
+        position = self._index[node_id]
+        node = attrs.evolve(self._nodes[position], parent_id=parent_id)
+        return SessionGraph(self._nodes.set(position, node), self._index, self.leaf_id)
+
+    def without(self, node_ids: Iterable[str]) -> SessionGraph:
+        """The graph without those nodes (an O(n) rebuild, for rare edits).
+
+        The leaf is kept even when it names a removed node; callers remove
+        only nodes off the active path.
+        """
+        gone = set(node_ids)
+        return SessionGraph.from_nodes(
+            (node for node in self._nodes if node.node_id not in gone), self.leaf_id
+        )
+
+    # ---- the active path -------------------------------------------------
+
+    def active_path(self) -> tuple[SessionNode, ...]:
+        """The chain of parents from the leaf up to a root, root first.
+
+        The walk stops at a missing parent or at a node seen before, so it
+        terminates on corrupt graphs too. Its cost follows the path length.
+        """
+        path: list[SessionNode] = []
+        seen: set[str] = set()
+        current = self.leaf_id
+        while current is not None and current not in seen:
+            node = self.get(current)
+            if node is None:
+                break
+            seen.add(current)
+            path.append(node)
+            current = node.parent_id
+        path.reverse()
+        return tuple(path)
+
+    def active_path_ids(self) -> frozenset[str]:
+        """The ids of the nodes on the active path."""
+        return frozenset(node.node_id for node in self.active_path())
+
+    def orphan_ids(self) -> tuple[str, ...]:
+        """Ids of the nodes not on the active path, in insertion order."""
+        on_path = self.active_path_ids()
+        return tuple(node.node_id for node in self._nodes if node.node_id not in on_path)
+
+    def trimmed_to_active_path(self) -> SessionGraph:
+        """Only the active path, root first (what ``ACTIVE_PATH_ONLY`` keeps)."""
+        path = self.active_path()
+        if len(path) == len(self._nodes):
+            return self
+        return SessionGraph.from_nodes(path, self.leaf_id)
+
+    def latest_message_id(self) -> str | None:
+        """The id of the most recently inserted message node, if any."""
+        for node in reversed(self._nodes):
+            if node.kind is NodeKind.MESSAGE:
+                return node.node_id
+        return None
+
+
+# ---- healing -------------------------------------------------------------
+
+
+@attrs.frozen
+class ParentRepair:
+    """A node whose parent pointer healing cut (it became a root).
+
+    ``reason`` is ``"dangling"`` when the parent named no node of the graph,
+    ``"cycle"`` when following parents led back to the node itself.
+    """
+
+    node_id: str
+    old_parent_id: str
+    reason: Literal["dangling", "cycle"]
+
+
+@attrs.frozen
+class LeafRepair:
+    """The leaf named no node; healing moved it to the newest message node."""
+
+    old_leaf_id: str
+    new_leaf_id: str | None
+
+
+@attrs.frozen
+class HealReport:
+    """Exactly the repairs :func:`heal_graph` made, in the order it made them.
+
+    ``duplicates_dropped`` names one entry per later copy of an id that was
+    dropped (the first copy is kept).
+    """
+
+    duplicates_dropped: tuple[str, ...] = ()
+    parents_cut: tuple[ParentRepair, ...] = ()
+    leaf: LeafRepair | None = None
+
+    @property
+    def is_clean(self) -> bool:
+        """True when the graph needed no repair."""
+        return not (self.duplicates_dropped or self.parents_cut or self.leaf)
+
+
+CLEAN_REPORT = HealReport()
+
+
+def heal_graph(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
+    """Repair a possibly corrupt graph; O(n) in its size.
+
+    The result has unique node ids (the first copy of an id wins), no parent
+    cycles (each cycle is cut at its earliest inserted node), only parents
+    that are nodes of the graph (others become roots), and a leaf that is a
+    node of the graph or ``None`` (a dangling leaf falls back to the most
+    recent message node). Every message node id of the input survives.
+
+    A well-formed graph comes back as the very same object with a clean
+    report, and healing a healed graph changes nothing.
+    """
+    nodes: list[SessionNode] = []
+    position: dict[str, int] = {}
+    duplicates: list[str] = []
+    for node in graph:
+        if node.node_id in position:
+            duplicates.append(node.node_id)
+        else:
+            position[node.node_id] = len(nodes)
+            nodes.append(node)
+
+    cuts: list[ParentRepair] = []
+    for i, node in enumerate(nodes):
+        if node.parent_id is not None and node.parent_id not in position:
+            cuts.append(ParentRepair(node.node_id, node.parent_id, "dangling"))
+            nodes[i] = attrs.evolve(node, parent_id=None)
+
+    cuts.extend(_cut_cycles(nodes, position))
+
+    leaf_repair = None
+    leaf_id = graph.leaf_id
+    if leaf_id is not None and leaf_id not in position:
+        leaf_id = next(
+            (n.node_id for n in reversed(nodes) if n.kind is NodeKind.MESSAGE), None
+        )
+        leaf_repair = LeafRepair(graph.leaf_id, leaf_id)  # type: ignore[arg-type]
+
+    if not (duplicates or cuts or leaf_repair):
+        return graph, CLEAN_REPORT
+    report = HealReport(tuple(duplicates), tuple(cuts), leaf_repair)
+    return SessionGraph.from_nodes(nodes, leaf_id), report
+
+
+_UNSEEN, _ON_WALK, _DONE = 0, 1, 2
+
+
+def _cut_cycles(nodes: list[SessionNode], position: dict[str, int]) -> list[ParentRepair]:
+    """Cut every parent cycle in place; each node is walked over once."""
+    colour = [_UNSEEN] * len(nodes)
+    cuts: list[ParentRepair] = []
+    for start in range(len(nodes)):
+        walk: list[int] = []
+        current: int | None = start
+        while current is not None and colour[current] == _UNSEEN:
+            colour[current] = _ON_WALK
+            walk.append(current)
+            parent = nodes[current].parent_id
+            current = None if parent is None else position[parent]
+        if current is not None and colour[current] == _ON_WALK:
+            # The walk closed a loop: the loop is the walk's tail from
+            # ``current``. Cutting at its earliest node makes the choice
+            # independent of where the walk began.
+            loop = walk[walk.index(current) :]
+            victim = min(loop)
+            node = nodes[victim]
+            assert node.parent_id is not None
+            cuts.append(ParentRepair(node.node_id, node.parent_id, "cycle"))
+            nodes[victim] = attrs.evolve(node, parent_id=None)
+        for index in walk:
+            colour[index] = _DONE
+    return cuts

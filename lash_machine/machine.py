@@ -1,0 +1,712 @@
+"""The reducer: ``step(state, event) -> (state, effects)``.
+
+Rules of this file:
+
+1. :data:`TRANSITIONS` is the whole lifecycle: a pair (phase, event type)
+   that is not in it raises :class:`~lash_machine.errors.ProtocolError`.
+2. Handlers are pure. They read the state and the event, validate *first*,
+   and build the new state with ``attrs.evolve``; an error leaves the
+   caller's state untouched because nothing is ever mutated.
+3. Everything non-deterministic (time, fresh ids, IO results) comes in an
+   event. Every IO effect carries a fresh ``request_id`` from the state's
+   counter; a result is accepted only for a request still outstanding.
+4. No commit deletes or overwrites a node that is not resident: deltas only
+   append nodes and rewrite parents of resident nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+
+from . import effects as fx
+from . import events as ev
+from .errors import InvalidEvent, ModelSpecMissing, ProtocolError, ResidencyRequiresStore, StaleResult
+from .graph import HealReport, SessionGraph, heal_graph
+from .model import (
+    AgentFrame,
+    ParkedSession,
+    PluginSnapshot,
+    Residency,
+    SessionPolicy,
+    ToolSnapshot,
+    initial_frame_id,
+)
+from .persisted import (
+    ActivePath,
+    AttachmentIntent,
+    FullGraph,
+    GraphDelta,
+    ReadScope,
+    Reparent,
+    SessionCommit,
+    StoredSession,
+)
+from .state import MUTATING, MachineState, OpenContext, Pending, Phase, Purpose, SessionState
+
+__all__ = ["TRANSITIONS", "step"]
+
+Effects: TypeAlias = list[fx.Effect]
+Handler: TypeAlias = Callable[[MachineState, Any], tuple[MachineState, Effects]]
+
+
+def step(state: MachineState, event: ev.Event) -> tuple[MachineState, Effects]:
+    """Feed one event to the machine; return the new state and the effects
+    to carry out, in order.
+
+    Raises :class:`~lash_machine.errors.ProtocolError` (or a subclass) when
+    the event does not fit; ``state`` is never modified.
+    """
+    handler = TRANSITIONS.get((state.phase, type(event)))
+    if handler is None:
+        raise ProtocolError(state.phase.value, type(event).__name__)
+    return handler(state, event)
+
+
+# ---- small helpers ----------------------------------------------------------------
+
+
+def _refuse(state: MachineState, event: object, reason: str) -> InvalidEvent:
+    return InvalidEvent(state.phase.value, type(event).__name__, reason)
+
+
+def _request(state: MachineState, pending: Callable[[int], Pending]) -> tuple[MachineState, int]:
+    """Allocate a request id and record what it is for."""
+    request_id = state.next_request_id
+    outstanding = state.outstanding.set(request_id, pending(request_id))
+    return attrs.evolve(state, outstanding=outstanding, next_request_id=request_id + 1), request_id
+
+
+def _take(
+    state: MachineState, event: Any, purposes: frozenset[Purpose]
+) -> tuple[MachineState, Pending]:
+    """Claim the outstanding request a result answers, or refuse the result."""
+    pending = state.outstanding.get(event.request_id)
+    if pending is None or pending.purpose not in purposes:
+        raise StaleResult(state.phase.value, type(event).__name__, event.request_id)
+    return attrs.evolve(state, outstanding=state.outstanding.delete(event.request_id)), pending
+
+
+def _session(state: MachineState) -> SessionState:
+    assert state.session is not None, "an active machine always holds a session"
+    return state.session
+
+
+def _updated(session: SessionState) -> fx.ReplyUpdated:
+    generation = session.tool_snapshot.generation if session.tool_snapshot else 0
+    return fx.ReplyUpdated(session.graph.leaf_id, generation)
+
+
+def _with_session(state: MachineState, session: SessionState) -> MachineState:
+    return attrs.evolve(state, session=session)
+
+
+# ---- building a session ---------------------------------------------------------
+
+
+def _fresh_session(session_id: str, policy: SessionPolicy) -> SessionState:
+    return SessionState(
+        session_id=session_id,
+        policy=policy,
+        frames=(),
+        current_frame_id="",
+        graph=SessionGraph.empty(),
+    )
+
+
+def _from_store(read: StoredSession) -> SessionState:
+    return SessionState(
+        session_id=read.session_id,
+        policy=read.policy,
+        frames=read.frames,
+        current_frame_id=read.current_frame_id,
+        graph=SessionGraph.from_nodes(read.nodes, read.leaf_id),
+        head_revision=read.head_revision,
+        tool_snapshot=read.tool_snapshot,
+        plugin_snapshot=read.plugin_snapshot,
+        host_checkpoint=read.host_checkpoint,
+        saved_nodes=len(read.nodes),
+    )
+
+
+def _settle_graph(
+    session: SessionState, graph: SessionGraph, saved: int, residency: Residency
+) -> tuple[SessionState, HealReport]:
+    """Heal ``graph`` (whose first ``saved`` nodes are stored) against every
+    resident node, *then* trim it to the residency.
+
+    Trimming keeps the active path and every unsaved node, so nothing
+    uncommitted is dropped; parent repairs are kept only for nodes that stay
+    resident (rule 4).
+    """
+    saved_ids = {node.node_id for _, node in zip(range(saved), graph, strict=False)}
+    healed, report = heal_graph(graph)
+    if residency is Residency.ACTIVE_PATH_ONLY:
+        on_path = healed.active_path_ids()
+        kept = [
+            node
+            for node in healed
+            if node.node_id in on_path or node.node_id not in saved_ids
+        ]
+        if len(kept) != len(healed):
+            healed = SessionGraph.from_nodes(kept, healed.leaf_id)
+    saved_count = 0
+    for node in healed:
+        if node.node_id not in saved_ids:
+            break
+        saved_count += 1
+    cut = {repair.node_id for repair in report.parents_cut}
+    repairs = dict((r.node_id, r) for r in session.repairs)
+    for node in healed:
+        if node.node_id in cut and node.node_id in saved_ids:
+            repairs[node.node_id] = Reparent(node.node_id, None)
+    resident_repairs = tuple(r for r in repairs.values() if r.node_id in healed)
+    session = attrs.evolve(
+        session,
+        graph=healed,
+        saved_nodes=saved_count,
+        repairs=resident_repairs,
+        dirty=session.dirty or not report.is_clean,
+    )
+    return session, report
+
+
+def _build(
+    session: SessionState, policy: SessionPolicy, now: float, residency: Residency
+) -> tuple[SessionState, HealReport]:
+    """The state-building order: policy fill-in, frames, model check, heal
+    then trim. Raises :class:`ModelSpecMissing`."""
+    if session.policy.is_unconfigured:
+        session = attrs.evolve(session, policy=policy)
+    frames = session.frames
+    current_id = session.current_frame_id
+    if not frames:
+        initial = initial_frame_id(session.session_id)
+        frames = (AgentFrame(initial, None, "initial", session.policy, now),)
+        current_id = initial
+    elif current_id not in {frame.frame_id for frame in frames}:
+        current_id = frames[0].frame_id
+    frames = tuple(
+        attrs.evolve(frame, policy=session.policy)
+        if frame.frame_id == current_id and frame.policy.is_unconfigured
+        else frame
+        for frame in frames
+    )
+    session = attrs.evolve(session, frames=frames, current_frame_id=current_id)
+    effective = session.current_frame.policy
+    if not effective.model.id.strip():
+        raise ModelSpecMissing(session.session_id)
+    session = attrs.evolve(session, policy=effective)
+    return _settle_graph(session, session.graph, session.saved_nodes, residency)
+
+
+def _activate(
+    state: MachineState,
+    session: SessionState,
+    report: HealReport,
+    *,
+    residency: Residency,
+    persistent: bool,
+    fresh: bool,
+) -> tuple[MachineState, Effects]:
+    """Enter the active phase and announce it (tools, plugins, lifecycle)."""
+    view = session.view(residency)
+    out: Effects = []
+    if session.tool_snapshot is not None:
+        out.append(fx.RestoreToolSurface(session.session_id, session.tool_snapshot))
+    if session.plugin_snapshot is not None:
+        out.append(fx.RestorePlugins(session.session_id, session.plugin_snapshot))
+    if not report.is_clean:
+        out.append(fx.EmitLifecycle(fx.SessionHealed(session.session_id, report)))
+    announce = fx.SessionOpened(view) if fresh else fx.SessionRestored(view)
+    out += [fx.EmitLifecycle(announce), fx.ReplyReady(view)]
+    new = attrs.evolve(
+        state,
+        phase=Phase.ACTIVE,
+        session=session,
+        parked=None,
+        opening=None,
+        persistent=persistent,
+        residency=residency,
+    )
+    return new, out
+
+
+def _check_residency(state: MachineState, event: object, residency: Residency, persistent: bool) -> None:
+    if residency is Residency.ACTIVE_PATH_ONLY and not persistent:
+        raise ResidencyRequiresStore(
+            state.phase.value,
+            type(event).__name__,
+            "ACTIVE_PATH_ONLY requires a persistent store: trimmed nodes could never be reloaded",
+        )
+
+
+def _scope(residency: Residency) -> ReadScope:
+    return ActivePath() if residency is Residency.ACTIVE_PATH_ONLY else FullGraph()
+
+
+def _load(
+    state: MachineState, context: OpenContext, purpose: Purpose, scope: ReadScope
+) -> tuple[MachineState, Effects]:
+    state, request_id = _request(state, lambda rid: Pending(rid, purpose))
+    state = attrs.evolve(state, phase=Phase.OPENING, opening=context)
+    return state, [fx.LoadGraph(request_id, context.session_id, scope)]
+
+
+# ---- closed / parked ----------------------------------------------------------------
+
+
+def _open(state: MachineState, event: ev.Open) -> tuple[MachineState, Effects]:
+    session_id = event.session_id or event.fresh_id
+    if not session_id:
+        raise _refuse(state, event, "give a session_id, or a fresh_id for a new session")
+    _check_residency(state, event, event.residency, event.persistent)
+    if not event.persistent:
+        session, report = _build(
+            _fresh_session(session_id, event.policy), event.policy, event.now, event.residency
+        )
+        return _activate(
+            state, session, report, residency=event.residency, persistent=False, fresh=True
+        )
+    context = OpenContext(session_id, event.policy, event.now, event.residency, state.phase)
+    return _load(state, context, Purpose.OPEN, _scope(event.residency))
+
+
+def _restore(state: MachineState, event: ev.Restore) -> tuple[MachineState, Effects]:
+    _check_residency(state, event, event.residency, event.persistent)
+    session = event.state
+    if not session.session_id:
+        if not event.fresh_id:
+            raise _refuse(state, event, "the state has no session id and no fresh_id was given")
+        session = attrs.evolve(session, session_id=event.fresh_id)
+    built, report = _build(session, event.policy, event.now, event.residency)
+    return _activate(
+        state, built, report, residency=event.residency, persistent=event.persistent, fresh=False
+    )
+
+
+def _resume(state: MachineState, event: ev.Resume) -> tuple[MachineState, Effects]:
+    parked = event.parked
+    residency = event.residency or parked.residency
+    context = OpenContext(
+        parked.session_id, parked.policy, event.now, residency, state.phase, state.parked
+    )
+    return _load(state, context, Purpose.OPEN, _scope(residency))
+
+
+def _close_parked(state: MachineState, event: ev.Close) -> tuple[MachineState, Effects]:
+    assert state.parked is not None
+    session_id = state.parked.session_id
+    return attrs.evolve(state, phase=Phase.CLOSED, parked=None), [fx.ReplyClosed(session_id)]
+
+
+# ---- opening ----------------------------------------------------------------------------
+
+
+def _path_resolves(read: StoredSession) -> bool:
+    """True when the read's nodes hold the whole chain from the leaf to a root."""
+    if read.leaf_id is None:
+        return True
+    path = SessionGraph.from_nodes(read.nodes, read.leaf_id).active_path()
+    return bool(path) and path[-1].node_id == read.leaf_id and path[0].parent_id is None
+
+
+def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineState, Effects]:
+    state, pending = _take(state, event, frozenset({Purpose.OPEN, Purpose.OPEN_FULL}))
+    context = state.opening
+    assert context is not None
+    read = event.session
+    if read is not None and read.session_id != context.session_id:
+        raise _refuse(state, event, f"loaded session {read.session_id!r}, asked for {context.session_id!r}")
+    if (
+        read is not None
+        and pending.purpose is Purpose.OPEN
+        and context.residency is Residency.ACTIVE_PATH_ONLY
+        and not _path_resolves(read)
+    ):
+        # The stored path is broken: heal against the full graph, then trim.
+        return _load(state, context, Purpose.OPEN_FULL, FullGraph())
+    base = _fresh_session(context.session_id, context.policy) if read is None else _from_store(read)
+    try:
+        session, report = _build(base, context.policy, context.now, context.residency)
+    except ModelSpecMissing as error:
+        back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
+        return back, [fx.ReplyFailed("open", "model_spec_missing", str(error))]
+    return _activate(
+        state, session, report, residency=context.residency, persistent=True, fresh=read is None
+    )
+
+
+def _opening_failed(state: MachineState, event: ev.EffectFailed) -> tuple[MachineState, Effects]:
+    state, _ = _take(state, event, frozenset({Purpose.OPEN, Purpose.OPEN_FULL}))
+    context = state.opening
+    assert context is not None
+    back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
+    return back, [fx.ReplyFailed("open", event.error, event.message)]
+
+
+# ---- active: edits ------------------------------------------------------------------------
+
+
+def _append(state: MachineState, event: ev.Append) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    if not event.nodes:
+        raise _refuse(state, event, "nothing to append")
+    graph = session.graph
+    for node in event.nodes:
+        if node.node_id in graph:
+            raise _refuse(state, event, f"node id {node.node_id!r} is already in the session")
+        if node.parent_id is not None and node.parent_id not in graph:
+            raise _refuse(
+                state,
+                event,
+                f"parent {node.parent_id!r} of node {node.node_id!r} is not a resident node",
+            )
+        graph = graph.append(node)
+    graph = graph.with_leaf(event.nodes[-1].node_id)
+    session = attrs.evolve(session, graph=graph, dirty=True)
+    return _with_session(state, session), [_updated(session)]
+
+
+def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    if event.node_id in session.graph:
+        if session.graph.leaf_id == event.node_id:
+            return state, [_updated(session)]
+        session = attrs.evolve(session, graph=session.graph.with_leaf(event.node_id), dirty=True)
+        return _with_session(state, session), [_updated(session)]
+    if not (state.persistent and state.residency is Residency.ACTIVE_PATH_ONLY):
+        raise _refuse(state, event, f"no node {event.node_id!r} in the session")
+    state, request_id = _request(state, lambda rid: Pending(rid, Purpose.BRANCH, event.node_id))
+    return state, [fx.LoadGraph(request_id, session.session_id, ActivePath(event.node_id))]
+
+
+def _branch_loaded(state: MachineState, pending: Pending, read: StoredSession | None) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    target = pending.subject
+    assert target is not None
+    loaded = {} if read is None else {node.node_id: node for node in read.nodes}
+    if target not in loaded:
+        return state, [fx.ReplyFailed("branch", "unknown_node", f"no node {target!r} in the session")]
+    assert read is not None
+    # Keep everything resident (unsaved nodes may hang off the old branch)
+    # and add the loaded path to the stored prefix.
+    nodes = session.graph.nodes
+    stored = list(nodes[: session.saved_nodes])
+    stored += [node for node in read.nodes if node.node_id not in session.graph]
+    graph = SessionGraph.from_nodes(stored + list(nodes[session.saved_nodes :]), target)
+    session = attrs.evolve(session, dirty=True)
+    session, report = _settle_graph(session, graph, len(stored), Residency.KEEP_ALL)
+    out: Effects = []
+    if not report.is_clean:
+        out.append(fx.EmitLifecycle(fx.SessionHealed(session.session_id, report)))
+    out.append(_updated(session))
+    return _with_session(state, session), out
+
+
+def _apply_tool_state(state: MachineState, event: ev.ApplyToolState) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    current = session.tool_snapshot.generation if session.tool_snapshot else 0
+    if event.base_generation != current:
+        raise _refuse(
+            state,
+            event,
+            f"tool state delta is based on generation {event.base_generation}, "
+            f"the session is at generation {current}",
+        )
+    snapshot = ToolSnapshot(current + 1, event.data)
+    session = attrs.evolve(session, tool_snapshot=snapshot, dirty=True)
+    return _with_session(state, session), [_updated(session)]
+
+
+def _record_plugin_state(state: MachineState, event: ev.RecordPluginState) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    revision = session.plugin_snapshot.revision + 1 if session.plugin_snapshot else 1
+    session = attrs.evolve(session, plugin_snapshot=PluginSnapshot(revision, event.data), dirty=True)
+    return _with_session(state, session), [_updated(session)]
+
+
+def _set_checkpoint(state: MachineState, event: ev.SetCheckpoint) -> tuple[MachineState, Effects]:
+    session = attrs.evolve(_session(state), host_checkpoint=event.data, dirty=True)
+    return _with_session(state, session), [_updated(session)]
+
+
+def _record_attachment(state: MachineState, event: ev.RecordAttachment) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    if not event.attachment_id:
+        raise _refuse(state, event, "attachment_id is empty")
+    if not state.persistent:
+        return state, [fx.ReplyAttachment(event.attachment_id)]
+    intent = AttachmentIntent(session.session_id, event.attachment_id, event.uri, event.now)
+    state, request_id = _request(
+        state, lambda rid: Pending(rid, Purpose.INTENT, event.attachment_id)
+    )
+    return state, [fx.RecordAttachmentIntent(request_id, intent)]
+
+
+def _intent_recorded(state: MachineState, event: ev.IntentRecorded) -> tuple[MachineState, Effects]:
+    state, pending = _take(state, event, frozenset({Purpose.INTENT}))
+    session = _session(state)
+    attachment_id = pending.subject
+    assert attachment_id is not None
+    if attachment_id not in session.pending_attachments:
+        session = attrs.evolve(
+            session,
+            pending_attachments=(*session.pending_attachments, attachment_id),
+            dirty=True,
+        )
+    return _with_session(state, session), [fx.ReplyAttachment(attachment_id)]
+
+
+# ---- active: queries --------------------------------------------------------------------------
+
+
+def _load_node(state: MachineState, event: ev.LoadNode) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    node = session.graph.get(event.node_id)
+    if node is not None or not state.persistent:
+        return state, [fx.ReplyNode(event.node_id, node)]
+    state, request_id = _request(state, lambda rid: Pending(rid, Purpose.LOAD_NODE, event.node_id))
+    return state, [fx.LoadNode(request_id, session.session_id, event.node_id)]
+
+
+def _node_loaded(state: MachineState, event: ev.LoadNodeResult) -> tuple[MachineState, Effects]:
+    new, pending = _take(state, event, frozenset({Purpose.LOAD_NODE}))
+    if event.node is not None and event.node.node_id != pending.subject:
+        raise _refuse(state, event, f"asked for node {pending.subject!r}, got {event.node.node_id!r}")
+    assert pending.subject is not None
+    return new, [fx.ReplyNode(pending.subject, event.node)]
+
+
+def _list_orphans(state: MachineState, event: ev.ListOrphans) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    if not state.persistent:
+        return state, [fx.ReplyOrphans(session.graph.orphan_ids())]
+    state, request_id = _request(state, lambda rid: Pending(rid, Purpose.LIST_ORPHANS))
+    return state, [fx.LoadGraph(request_id, session.session_id, FullGraph())]
+
+
+def _orphans_loaded(state: MachineState, read: StoredSession | None) -> tuple[MachineState, Effects]:
+    graph = _session(state).graph
+    on_path = graph.active_path_ids()
+    stored = () if read is None else tuple(node.node_id for node in read.nodes)
+    seen = set(stored)
+    candidates = stored + tuple(node.node_id for node in graph if node.node_id not in seen)
+    return state, [fx.ReplyOrphans(tuple(i for i in candidates if i not in on_path))]
+
+
+def _graph_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineState, Effects]:
+    """A full-graph or path read answered while active (orphans or branch)."""
+    new, pending = _take(state, event, frozenset({Purpose.LIST_ORPHANS, Purpose.BRANCH}))
+    session = _session(state)
+    if event.session is not None and event.session.session_id != session.session_id:
+        raise _refuse(state, event, f"loaded session {event.session.session_id!r}")
+    if pending.purpose is Purpose.BRANCH:
+        return _branch_loaded(new, pending, event.session)
+    return _orphans_loaded(new, event.session)
+
+
+# ---- active: store maintenance ------------------------------------------------------------------
+
+
+def _tombstone(state: MachineState, event: ev.Tombstone) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    node_ids = tuple(dict.fromkeys(event.node_ids))
+    if not node_ids:
+        raise _refuse(state, event, "no node ids given")
+    on_path = session.graph.active_path_ids()
+    unsaved = {node.node_id for node in session.graph.since(session.saved_nodes)}
+    for node_id in node_ids:
+        if node_id in on_path:
+            raise _refuse(state, event, f"node {node_id!r} is on the active path")
+        if node_id in unsaved and state.persistent:
+            raise _refuse(state, event, f"node {node_id!r} is not committed yet")
+    if not state.persistent:
+        resident = [node_id for node_id in node_ids if node_id in session.graph]
+        return _drop_resident(state, resident)
+    state, request_id = _request(
+        state, lambda rid: Pending(rid, Purpose.TOMBSTONE, node_ids=node_ids)
+    )
+    return state, [fx.TombstoneNodes(request_id, session.session_id, node_ids)]
+
+
+def _drop_resident(
+    state: MachineState, node_ids: Sequence[str], count: int | None = None
+) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    resident = [node_id for node_id in node_ids if node_id in session.graph]
+    if resident:
+        positions = [session.graph.position(node_id) for node_id in resident]
+        saved = session.saved_nodes - sum(1 for p in positions if p is not None and p < session.saved_nodes)
+        graph = session.graph.without(resident)
+        session = attrs.evolve(session, graph=graph, saved_nodes=saved)
+        state = _with_session(state, session)
+    return state, [fx.ReplyTombstoned(len(resident) if count is None else count)]
+
+
+def _tombstoned(state: MachineState, event: ev.Tombstoned) -> tuple[MachineState, Effects]:
+    state, pending = _take(state, event, frozenset({Purpose.TOMBSTONE}))
+    return _drop_resident(state, pending.node_ids, event.count)
+
+
+# ---- active: commit, park, close ------------------------------------------------------------------
+
+
+def _check_committable(state: MachineState, event: object) -> None:
+    if not state.persistent:
+        raise _refuse(state, event, "the session has no persistent store")
+    busy = sorted(p.purpose.value for p in state.outstanding.values() if p.purpose in MUTATING)
+    if busy:
+        raise _refuse(state, event, f"wait for outstanding requests first: {', '.join(busy)}")
+
+
+def _commit(state: MachineState, purpose: Purpose) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    delta = GraphDelta(
+        leaf_id=session.graph.leaf_id,
+        appended=session.graph.since(session.saved_nodes),
+        reparented=session.repairs,
+    )
+    commit = SessionCommit(
+        session_id=session.session_id,
+        expected_head=session.head_revision,
+        policy=session.policy,
+        frames=session.frames,
+        current_frame_id=session.current_frame_id,
+        delta=delta,
+        tool_snapshot=session.tool_snapshot,
+        plugin_snapshot=session.plugin_snapshot,
+        host_checkpoint=session.host_checkpoint,
+        adopt_attachments=session.pending_attachments,
+    )
+    state, request_id = _request(state, lambda rid: Pending(rid, purpose))
+    return attrs.evolve(state, phase=Phase.COMMITTING), [fx.Commit(request_id, commit)]
+
+
+def _save(state: MachineState, event: ev.Save) -> tuple[MachineState, Effects]:
+    _check_committable(state, event)
+    session = _session(state)
+    if not session.dirty and session.head_revision is not None:
+        return state, [fx.ReplySaved(session.head_revision)]
+    return _commit(state, Purpose.COMMIT_SAVE)
+
+
+def _park(state: MachineState, event: ev.Park) -> tuple[MachineState, Effects]:
+    _check_committable(state, event)
+    session = _session(state)
+    if not session.dirty and session.head_revision is not None:
+        return _enter_parked(state, session, session.head_revision, [])
+    return _commit(state, Purpose.COMMIT_PARK)
+
+
+def _enter_parked(
+    state: MachineState, session: SessionState, head: int, out: Effects
+) -> tuple[MachineState, Effects]:
+    parked = ParkedSession(session.session_id, session.policy, head, state.residency)
+    out += [
+        fx.UnregisterPluginSession(session.session_id),
+        fx.EmitLifecycle(fx.SessionParked(parked)),
+        fx.ReplyParked(parked),
+    ]
+    new = attrs.evolve(
+        state, phase=Phase.PARKED, session=None, parked=parked, outstanding=type(state.outstanding)()
+    )
+    return new, out
+
+
+def _committed(state: MachineState, event: ev.Committed) -> tuple[MachineState, Effects]:
+    state, pending = _take(state, event, frozenset({Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK}))
+    session = attrs.evolve(
+        _session(state),
+        head_revision=event.head_revision,
+        saved_nodes=len(_session(state).graph),
+        repairs=(),
+        pending_attachments=(),
+        dirty=False,
+    )
+    saved: Effects = [fx.EmitLifecycle(fx.SessionSaved(session.session_id, event.head_revision))]
+    if pending.purpose is Purpose.COMMIT_PARK:
+        return _enter_parked(state, session, event.head_revision, saved)
+    new = attrs.evolve(state, phase=Phase.ACTIVE, session=session)
+    return new, [*saved, fx.ReplySaved(event.head_revision)]
+
+
+def _operation(purpose: Purpose) -> str:
+    return {Purpose.COMMIT_SAVE: "save", Purpose.COMMIT_PARK: "park"}.get(purpose, purpose.value)
+
+
+def _commit_conflicted(state: MachineState, event: ev.CommitConflicted) -> tuple[MachineState, Effects]:
+    state, pending = _take(state, event, frozenset({Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK}))
+    session = _session(state)
+    conflict = fx.CommitConflict(session.session_id, session.head_revision, event.stored_head)
+    reply = fx.ReplyFailed(
+        _operation(pending.purpose),
+        "head_revision_conflict",
+        f"session {session.session_id!r}: another writer committed first "
+        f"(expected head {session.head_revision}, stored head {event.stored_head})",
+        event.stored_head,
+    )
+    return attrs.evolve(state, phase=Phase.ACTIVE), [fx.EmitLifecycle(conflict), reply]
+
+
+def _active_failed(state: MachineState, event: ev.EffectFailed) -> tuple[MachineState, Effects]:
+    """Any store request failed: the session stays as it was before it."""
+    state, pending = _take(state, event, frozenset(Purpose) - {Purpose.OPEN, Purpose.OPEN_FULL})
+    if pending.purpose in (Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK):
+        state = attrs.evolve(state, phase=Phase.ACTIVE)
+    return state, [fx.ReplyFailed(_operation(pending.purpose), event.error, event.message)]
+
+
+def _close(state: MachineState, event: ev.Close) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    unsaved = session.dirty or (state.persistent and session.head_revision is None and len(session.graph) > 0)
+    if state.persistent and unsaved and not event.discard:
+        raise _refuse(state, event, "the session has uncommitted changes: save, park, or close with discard=True")
+    new = attrs.evolve(
+        state, phase=Phase.CLOSED, session=None, outstanding=type(state.outstanding)()
+    )
+    return new, [
+        fx.UnregisterPluginSession(session.session_id),
+        fx.EmitLifecycle(fx.SessionClosed(session.session_id, discarded=unsaved and state.persistent)),
+        fx.ReplyClosed(session.session_id),
+    ]
+
+
+# ---- the table ------------------------------------------------------------------------------------
+
+C, O, A, K, P = Phase.CLOSED, Phase.OPENING, Phase.ACTIVE, Phase.COMMITTING, Phase.PARKED
+
+#: (phase, event type) -> handler. Everything that moves the machine is here.
+TRANSITIONS: dict[tuple[Phase, type], Handler] = {
+    (C, ev.Open): _open,
+    (C, ev.Restore): _restore,
+    (C, ev.Resume): _resume,
+    (P, ev.Resume): _resume,
+    (P, ev.Close): _close_parked,
+    (O, ev.GraphLoaded): _opening_loaded,
+    (O, ev.EffectFailed): _opening_failed,
+    (A, ev.Append): _append,
+    (A, ev.BranchTo): _branch_to,
+    (A, ev.ApplyToolState): _apply_tool_state,
+    (A, ev.RecordPluginState): _record_plugin_state,
+    (A, ev.SetCheckpoint): _set_checkpoint,
+    (A, ev.RecordAttachment): _record_attachment,
+    (A, ev.LoadNode): _load_node,
+    (A, ev.ListOrphans): _list_orphans,
+    (A, ev.Tombstone): _tombstone,
+    (A, ev.Save): _save,
+    (A, ev.Park): _park,
+    (A, ev.Close): _close,
+    (A, ev.GraphLoaded): _graph_loaded,
+    (A, ev.LoadNodeResult): _node_loaded,
+    (A, ev.Tombstoned): _tombstoned,
+    (A, ev.IntentRecorded): _intent_recorded,
+    (A, ev.EffectFailed): _active_failed,
+    (K, ev.Committed): _committed,
+    (K, ev.CommitConflicted): _commit_conflicted,
+    (K, ev.EffectFailed): _active_failed,
+    (K, ev.GraphLoaded): _graph_loaded,
+    (K, ev.LoadNodeResult): _node_loaded,
+}

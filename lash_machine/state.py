@@ -1,0 +1,140 @@
+"""The state the reducer threads through: the session itself, and the
+machine around it (phase, outstanding requests, the request-id counter)."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+import immutables
+
+from .graph import SessionGraph
+from .model import (
+    JSON,
+    AgentFrame,
+    ParkedSession,
+    PluginSnapshot,
+    Residency,
+    SessionPolicy,
+    SessionView,
+    ToolSnapshot,
+)
+from .persisted import Reparent
+
+__all__ = ["MachineState", "OpenContext", "Pending", "Phase", "Purpose", "SessionState"]
+
+
+class Phase(str, enum.Enum):
+    """Where a session is in its lifecycle."""
+
+    CLOSED = "closed"
+    OPENING = "opening"
+    ACTIVE = "active"
+    COMMITTING = "committing"
+    PARKED = "parked"
+
+
+class Purpose(str, enum.Enum):
+    """Why an outstanding request was made: decides what its result does."""
+
+    OPEN = "open"
+    OPEN_FULL = "open_full"
+    COMMIT_SAVE = "commit_save"
+    COMMIT_PARK = "commit_park"
+    LOAD_NODE = "load_node"
+    LIST_ORPHANS = "list_orphans"
+    BRANCH = "branch"
+    TOMBSTONE = "tombstone"
+    INTENT = "intent"
+
+
+#: Requests whose results change the session (a save must not race them).
+MUTATING = frozenset({Purpose.BRANCH, Purpose.TOMBSTONE, Purpose.INTENT})
+
+
+@attrs.frozen
+class Pending:
+    """One request the machine waits for. ``subject`` is the node, branch
+    target or attachment the request is about, when it has one."""
+
+    request_id: int
+    purpose: Purpose
+    subject: str | None = None
+    node_ids: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class SessionState:
+    """One open session.
+
+    The graph's first ``saved_nodes`` nodes are stored; the rest were
+    appended since the last commit. ``repairs`` are parent pointers healing
+    changed that the next commit writes. ``dirty`` is true when anything
+    changed since the last commit.
+    """
+
+    session_id: str
+    policy: SessionPolicy
+    frames: tuple[AgentFrame, ...]
+    current_frame_id: str
+    graph: SessionGraph
+    head_revision: int | None = None
+    tool_snapshot: ToolSnapshot | None = None
+    plugin_snapshot: PluginSnapshot | None = None
+    host_checkpoint: JSON = None
+    pending_attachments: tuple[str, ...] = ()
+    saved_nodes: int = 0
+    repairs: tuple[Reparent, ...] = ()
+    dirty: bool = False
+
+    @property
+    def current_frame(self) -> AgentFrame:
+        """The frame the session currently runs in."""
+        for frame in self.frames:
+            if frame.frame_id == self.current_frame_id:
+                return frame
+        raise LookupError(f"frame {self.current_frame_id!r} is not in the session")
+
+    def view(self, residency: Residency) -> SessionView:
+        """A small read view for lifecycle listeners and callers."""
+        return SessionView(
+            session_id=self.session_id,
+            head_revision=self.head_revision,
+            policy=self.policy,
+            current_frame_id=self.current_frame_id,
+            leaf_id=self.graph.leaf_id,
+            resident_nodes=len(self.graph),
+            residency=residency,
+        )
+
+
+@attrs.frozen
+class OpenContext:
+    """What an open or resume in flight was asked for."""
+
+    session_id: str
+    policy: SessionPolicy
+    now: float
+    residency: Residency
+    return_to: Phase
+    parked: ParkedSession | None = None
+
+
+@attrs.frozen
+class MachineState:
+    """Everything :func:`~lash_machine.step` needs; start from
+    :meth:`MachineState.initial` (or :meth:`MachineState.closed`)."""
+
+    phase: Phase = Phase.CLOSED
+    session: SessionState | None = None
+    parked: ParkedSession | None = None
+    opening: OpenContext | None = None
+    persistent: bool = True
+    residency: Residency = Residency.KEEP_ALL
+    outstanding: immutables.Map[int, Pending] = attrs.field(factory=immutables.Map)
+    next_request_id: int = 1
+
+    @classmethod
+    def initial(cls) -> MachineState:
+        """A closed machine with no session."""
+        return cls()
