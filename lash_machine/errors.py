@@ -118,8 +118,7 @@ class HeadRevisionConflict(StoreError):
         self.expected = expected
         self.actual = actual
         super().__init__(
-            f"session {session_id!r}: commit expected head revision {expected}, "
-            f"store has {actual}"
+            f"session {session_id!r}: commit expected head revision {expected}, store has {actual}"
         )
 
 
@@ -151,9 +150,7 @@ class SchemaVersionMismatch(StoreError):
     def __init__(self, where: str, found: int, expected: int) -> None:
         self.found = found
         self.expected = expected
-        super().__init__(
-            f"{where}: schema version {found}, this lash-machine expects {expected}"
-        )
+        super().__init__(f"{where}: schema version {found}, this lash-machine expects {expected}")
 
 
 class LeaseHeld(StoreError):

@@ -257,9 +257,7 @@ def heal_graph(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
     leaf_repair = None
     leaf_id = graph.leaf_id
     if leaf_id is not None and leaf_id not in position:
-        leaf_id = next(
-            (n.node_id for n in reversed(nodes) if n.kind is NodeKind.MESSAGE), None
-        )
+        leaf_id = next((n.node_id for n in reversed(nodes) if n.kind is NodeKind.MESSAGE), None)
         leaf_repair = LeafRepair(graph.leaf_id, leaf_id)  # type: ignore[arg-type]
 
     if not (duplicates or cuts or leaf_repair):

@@ -23,7 +23,13 @@ import attrs
 
 from . import effects as fx
 from . import events as ev
-from .errors import InvalidEvent, ModelSpecMissing, ProtocolError, ResidencyRequiresStore, StaleResult
+from .errors import (
+    InvalidEvent,
+    ModelSpecMissing,
+    ProtocolError,
+    ResidencyRequiresStore,
+    StaleResult,
+)
 from .graph import HealReport, SessionGraph, heal_graph
 from .model import (
     AgentFrame,
@@ -46,7 +52,7 @@ from .persisted import (
 )
 from .state import MUTATING, MachineState, OpenContext, Pending, Phase, Purpose, SessionState
 
-__all__ = ["TRANSITIONS", "step"]
+__all__ = ["TRANSITIONS", "mermaid", "step"]
 
 Effects: TypeAlias = list[fx.Effect]
 Handler: TypeAlias = Callable[[MachineState, Any], tuple[MachineState, Effects]]
@@ -59,10 +65,10 @@ def step(state: MachineState, event: ev.Event) -> tuple[MachineState, Effects]:
     Raises :class:`~lash_machine.errors.ProtocolError` (or a subclass) when
     the event does not fit; ``state`` is never modified.
     """
-    handler = TRANSITIONS.get((state.phase, type(event)))
-    if handler is None:
+    row = TRANSITIONS.get((state.phase, type(event)))
+    if row is None:
         raise ProtocolError(state.phase.value, type(event).__name__)
-    return handler(state, event)
+    return row[0](state, event)
 
 
 # ---- small helpers ----------------------------------------------------------------
@@ -145,11 +151,7 @@ def _settle_graph(
     healed, report = heal_graph(graph)
     if residency is Residency.ACTIVE_PATH_ONLY:
         on_path = healed.active_path_ids()
-        kept = [
-            node
-            for node in healed
-            if node.node_id in on_path or node.node_id not in saved_ids
-        ]
+        kept = [node for node in healed if node.node_id in on_path or node.node_id not in saved_ids]
         if len(kept) != len(healed):
             healed = SessionGraph.from_nodes(kept, healed.leaf_id)
     saved_count = 0
@@ -234,7 +236,9 @@ def _activate(
     return new, out
 
 
-def _check_residency(state: MachineState, event: object, residency: Residency, persistent: bool) -> None:
+def _check_residency(
+    state: MachineState, event: object, residency: Residency, persistent: bool
+) -> None:
     if residency is Residency.ACTIVE_PATH_ONLY and not persistent:
         raise ResidencyRequiresStore(
             state.phase.value,
@@ -319,7 +323,9 @@ def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[Machine
     assert context is not None
     read = event.session
     if read is not None and read.session_id != context.session_id:
-        raise _refuse(state, event, f"loaded session {read.session_id!r}, asked for {context.session_id!r}")
+        raise _refuse(
+            state, event, f"loaded session {read.session_id!r}, asked for {context.session_id!r}"
+        )
     if (
         read is not None
         and pending.purpose is Purpose.OPEN
@@ -383,13 +389,17 @@ def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, E
     return state, [fx.LoadGraph(request_id, session.session_id, ActivePath(event.node_id))]
 
 
-def _branch_loaded(state: MachineState, pending: Pending, read: StoredSession | None) -> tuple[MachineState, Effects]:
+def _branch_loaded(
+    state: MachineState, pending: Pending, read: StoredSession | None
+) -> tuple[MachineState, Effects]:
     session = _session(state)
     target = pending.subject
     assert target is not None
     loaded = {} if read is None else {node.node_id: node for node in read.nodes}
     if target not in loaded:
-        return state, [fx.ReplyFailed("branch", "unknown_node", f"no node {target!r} in the session")]
+        return state, [
+            fx.ReplyFailed("branch", "unknown_node", f"no node {target!r} in the session")
+        ]
     assert read is not None
     # Keep everything resident (unsaved nodes may hang off the old branch)
     # and add the loaded path to the stored prefix.
@@ -406,7 +416,9 @@ def _branch_loaded(state: MachineState, pending: Pending, read: StoredSession | 
     return _with_session(state, session), out
 
 
-def _apply_tool_state(state: MachineState, event: ev.ApplyToolState) -> tuple[MachineState, Effects]:
+def _apply_tool_state(
+    state: MachineState, event: ev.ApplyToolState
+) -> tuple[MachineState, Effects]:
     session = _session(state)
     current = session.tool_snapshot.generation if session.tool_snapshot else 0
     if event.base_generation != current:
@@ -421,10 +433,14 @@ def _apply_tool_state(state: MachineState, event: ev.ApplyToolState) -> tuple[Ma
     return _with_session(state, session), [_updated(session)]
 
 
-def _record_plugin_state(state: MachineState, event: ev.RecordPluginState) -> tuple[MachineState, Effects]:
+def _record_plugin_state(
+    state: MachineState, event: ev.RecordPluginState
+) -> tuple[MachineState, Effects]:
     session = _session(state)
     revision = session.plugin_snapshot.revision + 1 if session.plugin_snapshot else 1
-    session = attrs.evolve(session, plugin_snapshot=PluginSnapshot(revision, event.data), dirty=True)
+    session = attrs.evolve(
+        session, plugin_snapshot=PluginSnapshot(revision, event.data), dirty=True
+    )
     return _with_session(state, session), [_updated(session)]
 
 
@@ -433,7 +449,9 @@ def _set_checkpoint(state: MachineState, event: ev.SetCheckpoint) -> tuple[Machi
     return _with_session(state, session), [_updated(session)]
 
 
-def _record_attachment(state: MachineState, event: ev.RecordAttachment) -> tuple[MachineState, Effects]:
+def _record_attachment(
+    state: MachineState, event: ev.RecordAttachment
+) -> tuple[MachineState, Effects]:
     session = _session(state)
     if not event.attachment_id:
         raise _refuse(state, event, "attachment_id is empty")
@@ -475,7 +493,9 @@ def _load_node(state: MachineState, event: ev.LoadNode) -> tuple[MachineState, E
 def _node_loaded(state: MachineState, event: ev.LoadNodeResult) -> tuple[MachineState, Effects]:
     new, pending = _take(state, event, frozenset({Purpose.LOAD_NODE}))
     if event.node is not None and event.node.node_id != pending.subject:
-        raise _refuse(state, event, f"asked for node {pending.subject!r}, got {event.node.node_id!r}")
+        raise _refuse(
+            state, event, f"asked for node {pending.subject!r}, got {event.node.node_id!r}"
+        )
     assert pending.subject is not None
     return new, [fx.ReplyNode(pending.subject, event.node)]
 
@@ -488,7 +508,9 @@ def _list_orphans(state: MachineState, event: ev.ListOrphans) -> tuple[MachineSt
     return state, [fx.LoadGraph(request_id, session.session_id, FullGraph())]
 
 
-def _orphans_loaded(state: MachineState, read: StoredSession | None) -> tuple[MachineState, Effects]:
+def _orphans_loaded(
+    state: MachineState, read: StoredSession | None
+) -> tuple[MachineState, Effects]:
     graph = _session(state).graph
     on_path = graph.active_path_ids()
     stored = () if read is None else tuple(node.node_id for node in read.nodes)
@@ -539,7 +561,9 @@ def _drop_resident(
     resident = [node_id for node_id in node_ids if node_id in session.graph]
     if resident:
         positions = [session.graph.position(node_id) for node_id in resident]
-        saved = session.saved_nodes - sum(1 for p in positions if p is not None and p < session.saved_nodes)
+        saved = session.saved_nodes - sum(
+            1 for p in positions if p is not None and p < session.saved_nodes
+        )
         graph = session.graph.without(resident)
         session = attrs.evolve(session, graph=graph, saved_nodes=saved)
         state = _with_session(state, session)
@@ -551,7 +575,7 @@ def _tombstoned(state: MachineState, event: ev.Tombstoned) -> tuple[MachineState
     return _drop_resident(state, pending.node_ids, event.count)
 
 
-# ---- active: commit, park, close ------------------------------------------------------------------
+# ---- active: commit, park, close ----------------------------------------------
 
 
 def _check_committable(state: MachineState, event: object) -> None:
@@ -611,7 +635,11 @@ def _enter_parked(
         fx.ReplyParked(parked),
     ]
     new = attrs.evolve(
-        state, phase=Phase.PARKED, session=None, parked=parked, outstanding=type(state.outstanding)()
+        state,
+        phase=Phase.PARKED,
+        session=None,
+        parked=parked,
+        outstanding=type(state.outstanding)(),
     )
     return new, out
 
@@ -637,7 +665,9 @@ def _operation(purpose: Purpose) -> str:
     return {Purpose.COMMIT_SAVE: "save", Purpose.COMMIT_PARK: "park"}.get(purpose, purpose.value)
 
 
-def _commit_conflicted(state: MachineState, event: ev.CommitConflicted) -> tuple[MachineState, Effects]:
+def _commit_conflicted(
+    state: MachineState, event: ev.CommitConflicted
+) -> tuple[MachineState, Effects]:
     state, pending = _take(state, event, frozenset({Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK}))
     session = _session(state)
     conflict = fx.CommitConflict(session.session_id, session.head_revision, event.stored_head)
@@ -661,52 +691,74 @@ def _active_failed(state: MachineState, event: ev.EffectFailed) -> tuple[Machine
 
 def _close(state: MachineState, event: ev.Close) -> tuple[MachineState, Effects]:
     session = _session(state)
-    unsaved = session.dirty or (state.persistent and session.head_revision is None and len(session.graph) > 0)
+    unsaved = session.dirty or (
+        state.persistent and session.head_revision is None and len(session.graph) > 0
+    )
     if state.persistent and unsaved and not event.discard:
-        raise _refuse(state, event, "the session has uncommitted changes: save, park, or close with discard=True")
+        raise _refuse(
+            state,
+            event,
+            "the session has uncommitted changes: save, park, or close with discard=True",
+        )
     new = attrs.evolve(
         state, phase=Phase.CLOSED, session=None, outstanding=type(state.outstanding)()
     )
     return new, [
         fx.UnregisterPluginSession(session.session_id),
-        fx.EmitLifecycle(fx.SessionClosed(session.session_id, discarded=unsaved and state.persistent)),
+        fx.EmitLifecycle(
+            fx.SessionClosed(session.session_id, discarded=unsaved and state.persistent)
+        ),
         fx.ReplyClosed(session.session_id),
     ]
 
 
-# ---- the table ------------------------------------------------------------------------------------
+# ---- the table -------------------------------------------------------------------
 
-C, O, A, K, P = Phase.CLOSED, Phase.OPENING, Phase.ACTIVE, Phase.COMMITTING, Phase.PARKED
+CLOSED, OPENING, ACTIVE = Phase.CLOSED, Phase.OPENING, Phase.ACTIVE
+COMMITTING, PARKED = Phase.COMMITTING, Phase.PARKED
 
-#: (phase, event type) -> handler. Everything that moves the machine is here.
-TRANSITIONS: dict[tuple[Phase, type], Handler] = {
-    (C, ev.Open): _open,
-    (C, ev.Restore): _restore,
-    (C, ev.Resume): _resume,
-    (P, ev.Resume): _resume,
-    (P, ev.Close): _close_parked,
-    (O, ev.GraphLoaded): _opening_loaded,
-    (O, ev.EffectFailed): _opening_failed,
-    (A, ev.Append): _append,
-    (A, ev.BranchTo): _branch_to,
-    (A, ev.ApplyToolState): _apply_tool_state,
-    (A, ev.RecordPluginState): _record_plugin_state,
-    (A, ev.SetCheckpoint): _set_checkpoint,
-    (A, ev.RecordAttachment): _record_attachment,
-    (A, ev.LoadNode): _load_node,
-    (A, ev.ListOrphans): _list_orphans,
-    (A, ev.Tombstone): _tombstone,
-    (A, ev.Save): _save,
-    (A, ev.Park): _park,
-    (A, ev.Close): _close,
-    (A, ev.GraphLoaded): _graph_loaded,
-    (A, ev.LoadNodeResult): _node_loaded,
-    (A, ev.Tombstoned): _tombstoned,
-    (A, ev.IntentRecorded): _intent_recorded,
-    (A, ev.EffectFailed): _active_failed,
-    (K, ev.Committed): _committed,
-    (K, ev.CommitConflicted): _commit_conflicted,
-    (K, ev.EffectFailed): _active_failed,
-    (K, ev.GraphLoaded): _graph_loaded,
-    (K, ev.LoadNodeResult): _node_loaded,
+#: (phase, event type) -> (handler, the phases it may lead to). Everything
+#: that moves the machine is here; the README's diagram is drawn from it.
+TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
+    (CLOSED, ev.Open): (_open, frozenset({OPENING, ACTIVE})),
+    (CLOSED, ev.Restore): (_restore, frozenset({ACTIVE})),
+    (CLOSED, ev.Resume): (_resume, frozenset({OPENING})),
+    (PARKED, ev.Resume): (_resume, frozenset({OPENING})),
+    (PARKED, ev.Close): (_close_parked, frozenset({CLOSED})),
+    (OPENING, ev.GraphLoaded): (_opening_loaded, frozenset({OPENING, ACTIVE, CLOSED, PARKED})),
+    (OPENING, ev.EffectFailed): (_opening_failed, frozenset({CLOSED, PARKED})),
+    (ACTIVE, ev.Append): (_append, frozenset({ACTIVE})),
+    (ACTIVE, ev.BranchTo): (_branch_to, frozenset({ACTIVE})),
+    (ACTIVE, ev.ApplyToolState): (_apply_tool_state, frozenset({ACTIVE})),
+    (ACTIVE, ev.RecordPluginState): (_record_plugin_state, frozenset({ACTIVE})),
+    (ACTIVE, ev.SetCheckpoint): (_set_checkpoint, frozenset({ACTIVE})),
+    (ACTIVE, ev.RecordAttachment): (_record_attachment, frozenset({ACTIVE})),
+    (ACTIVE, ev.LoadNode): (_load_node, frozenset({ACTIVE})),
+    (ACTIVE, ev.ListOrphans): (_list_orphans, frozenset({ACTIVE})),
+    (ACTIVE, ev.Tombstone): (_tombstone, frozenset({ACTIVE})),
+    (ACTIVE, ev.Save): (_save, frozenset({ACTIVE, COMMITTING})),
+    (ACTIVE, ev.Park): (_park, frozenset({COMMITTING, PARKED})),
+    (ACTIVE, ev.Close): (_close, frozenset({CLOSED})),
+    (ACTIVE, ev.GraphLoaded): (_graph_loaded, frozenset({ACTIVE})),
+    (ACTIVE, ev.LoadNodeResult): (_node_loaded, frozenset({ACTIVE})),
+    (ACTIVE, ev.Tombstoned): (_tombstoned, frozenset({ACTIVE})),
+    (ACTIVE, ev.IntentRecorded): (_intent_recorded, frozenset({ACTIVE})),
+    (ACTIVE, ev.EffectFailed): (_active_failed, frozenset({ACTIVE})),
+    (COMMITTING, ev.Committed): (_committed, frozenset({ACTIVE, PARKED})),
+    (COMMITTING, ev.CommitConflicted): (_commit_conflicted, frozenset({ACTIVE})),
+    (COMMITTING, ev.EffectFailed): (_active_failed, frozenset({ACTIVE, COMMITTING})),
+    (COMMITTING, ev.GraphLoaded): (_graph_loaded, frozenset({COMMITTING})),
+    (COMMITTING, ev.LoadNodeResult): (_node_loaded, frozenset({COMMITTING})),
 }
+
+
+def mermaid() -> str:
+    """The phase diagram, drawn from :data:`TRANSITIONS` (Mermaid text)."""
+    edges: dict[tuple[Phase, Phase], list[str]] = {}
+    for (phase, event_type), (_, targets) in TRANSITIONS.items():
+        for target in sorted(targets):
+            edges.setdefault((phase, target), []).append(event_type.__name__)
+    lines = ["stateDiagram-v2", "    [*] --> closed"]
+    for (phase, target), names in sorted(edges.items()):
+        lines.append(f"    {phase.value} --> {target.value}: {', '.join(names)}")
+    return "\n".join(lines) + "\n"

@@ -65,7 +65,7 @@ def initial_frame_id(session_id: str) -> str:
     return f"{session_id}:frame:initial"
 
 
-class NodeKind(str, enum.Enum):
+class NodeKind(enum.StrEnum):
     """What a node of the session graph records."""
 
     MESSAGE = "message"
@@ -104,7 +104,7 @@ class PluginSnapshot:
     data: JSON
 
 
-class Residency(str, enum.Enum):
+class Residency(enum.StrEnum):
     """Which nodes of a session are held in memory.
 
     ``ACTIVE_PATH_ONLY`` keeps only the chain from the leaf to its root; the

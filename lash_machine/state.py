@@ -24,7 +24,7 @@ from .persisted import Reparent
 __all__ = ["MachineState", "OpenContext", "Pending", "Phase", "Purpose", "SessionState"]
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """Where a session is in its lifecycle."""
 
     CLOSED = "closed"
@@ -34,7 +34,7 @@ class Phase(str, enum.Enum):
     PARKED = "parked"
 
 
-class Purpose(str, enum.Enum):
+class Purpose(enum.StrEnum):
     """Why an outstanding request was made: decides what its result does."""
 
     OPEN = "open"

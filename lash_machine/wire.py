@@ -154,7 +154,8 @@ def from_json(data: Any, expect: type[T] | None = None) -> T:
         raise WireError("malformed message", [f"expected an object, got {type(data).__name__} @ $"])
     if data.get("format") != WIRE_FORMAT:
         raise WireError(
-            "unsupported message", [f"format must be {WIRE_FORMAT}, got {data.get('format')!r} @ $.format"]
+            "unsupported message",
+            [f"format must be {WIRE_FORMAT}, got {data.get('format')!r} @ $.format"],
         )
     tag = data.get("type")
     if tag not in _TAGS:
@@ -163,9 +164,10 @@ def from_json(data: Any, expect: type[T] | None = None) -> T:
         raise WireError("unexpected message", [f"expected {expect.__name__}, got {tag} @ $.type"])
     body = {key: value for key, value in data.items() if key != "format"}
     try:
-        return _converter.structure(body, Message)  # type: ignore[no-any-return]
+        decoded: Any = _converter.structure(body, Message)  # type: ignore[arg-type]
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise _decode_error(exc, tag) from None
+    return decoded  # type: ignore[no-any-return]
 
 
 def dumps(message: Message) -> str:
