@@ -1,0 +1,232 @@
+"""Records to rows and back, shared by the stores.
+
+Stores keep node bodies, policies, frames, snapshots and host checkpoints as
+JSON text (exactly what ``json.dumps`` wrote, so every JSON value round-trips
+unchanged). Decoding a row that is not what a store wrote raises
+:class:`~lash_machine.errors.CorruptRow` naming the session and node: a
+corrupt row is reported, never skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from .. import wire
+from ..errors import CorruptRow, StoreError, WireError
+from ..model import (
+    JSON,
+    AgentFrame,
+    NodeKind,
+    PluginSnapshot,
+    SessionNode,
+    SessionPolicy,
+    ToolSnapshot,
+)
+from ..persisted import SessionCommit, StoredSession
+
+__all__ = [
+    "NodeRow",
+    "SessionRow",
+    "decode_node",
+    "decode_session",
+    "dump_json",
+    "encode_node",
+    "encode_session",
+    "path_root_first",
+    "with_parent",
+]
+
+T = TypeVar("T")
+
+#: A node as the SQL stores bind it on insert:
+#: (node_id, parent_id, kind, frame_id, created_at, body JSON text).
+NodeRow = tuple[str, str | None, str, str | None, float, str]
+
+_KINDS = {kind.value: kind for kind in NodeKind}
+
+
+def dump_json(value: JSON, what: str) -> str:
+    """``value`` as compact JSON text; a value JSON cannot hold (NaN, a set,
+    an object) is a :class:`StoreError` naming ``what``."""
+    try:
+        # ASCII-only text: a lone surrogate in a string still round-trips (escaped).
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StoreError(f"{what} is not JSON: {exc}") from None
+
+
+def _load_json(text: object, session_id: str, node_id: str | None, what: str) -> Any:
+    if not isinstance(text, str):
+        raise CorruptRow(
+            session_id, node_id, f"{what}: expected JSON text, got {type(text).__name__}"
+        )
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptRow(session_id, node_id, f"{what}: bad JSON ({exc})") from None
+
+
+def _record(data: Any, cls: type[T], session_id: str, what: str) -> T:
+    # Every record a store keeps is a JSON object; anything else never
+    # reaches the codec.
+    if not isinstance(data, dict):
+        raise CorruptRow(
+            session_id, None, f"{what}: expected a JSON object, got {type(data).__name__}"
+        )
+    try:
+        return wire.structure(data, cls)
+    except WireError as exc:
+        raise CorruptRow(session_id, None, f"{what}: {exc}") from None
+
+
+def encode_node(session_id: str, node: SessionNode) -> NodeRow:
+    """The row of one appended node."""
+    body = dump_json(node.body, f"session {session_id!r}, node {node.node_id!r}: body")
+    kind = node.kind.value if isinstance(node.kind, NodeKind) else str(node.kind)
+    return (node.node_id, node.parent_id, kind, node.frame_id, float(node.created_at), body)
+
+
+def decode_node(session_id: str, row: Sequence[Any]) -> SessionNode:
+    """A node from ``(node_id, parent_id, kind, frame_id, created_at, body)``."""
+    node_id, parent_id, kind, frame_id, created_at, body = row
+    if not isinstance(node_id, str):
+        raise CorruptRow(session_id, None, f"node id is {type(node_id).__name__}, not text")
+    if parent_id is not None and not isinstance(parent_id, str):
+        raise CorruptRow(session_id, node_id, f"parent id is {type(parent_id).__name__}")
+    if frame_id is not None and not isinstance(frame_id, str):
+        raise CorruptRow(session_id, node_id, f"frame id is {type(frame_id).__name__}")
+    node_kind = _KINDS.get(kind) if isinstance(kind, str) else None
+    if node_kind is None:
+        raise CorruptRow(session_id, node_id, f"unknown node kind {kind!r}")
+    # SQLite columns have no enforced type; a bool is never a timestamp.
+    if isinstance(created_at, bool) or not isinstance(created_at, int | float):
+        raise CorruptRow(session_id, node_id, f"created_at is {created_at!r}, not a number")
+    return SessionNode(
+        node_id=node_id,
+        parent_id=parent_id,
+        kind=node_kind,
+        body=_load_json(body, session_id, node_id, "body"),
+        frame_id=frame_id,
+        created_at=float(created_at),
+    )
+
+
+@attrs.frozen
+class SessionRow:
+    """The session columns a commit writes, already encoded as text."""
+
+    leaf_id: str | None
+    policy: str
+    frames: str
+    current_frame_id: str
+    tool_snapshot: str | None
+    plugin_snapshot: str | None
+    host_checkpoint: str
+
+
+def encode_session(commit: SessionCommit) -> SessionRow:
+    """The session-row columns of ``commit``."""
+    where = f"session {commit.session_id!r}"
+    tool = commit.tool_snapshot
+    plugin = commit.plugin_snapshot
+    return SessionRow(
+        leaf_id=commit.delta.leaf_id,
+        policy=dump_json(wire.unstructure(commit.policy), f"{where}: policy"),
+        frames=dump_json([wire.unstructure(f) for f in commit.frames], f"{where}: frames"),
+        current_frame_id=commit.current_frame_id,
+        tool_snapshot=None
+        if tool is None
+        else dump_json(wire.unstructure(tool), f"{where}: tool snapshot"),
+        plugin_snapshot=(
+            None
+            if plugin is None
+            else dump_json(wire.unstructure(plugin), f"{where}: plugin snapshot")
+        ),
+        host_checkpoint=dump_json(commit.host_checkpoint, f"{where}: host checkpoint"),
+    )
+
+
+def decode_session(
+    session_id: str,
+    head_revision: object,
+    columns: Sequence[Any],
+    nodes: tuple[SessionNode, ...],
+) -> StoredSession:
+    """A stored session from its encoded columns, in :class:`SessionRow`
+    order, plus the nodes already read for the scope."""
+    leaf_id, policy, frames, current_frame_id, tool, plugin, checkpoint = columns
+    if isinstance(head_revision, bool) or not isinstance(head_revision, int):
+        raise CorruptRow(session_id, None, f"head revision is {head_revision!r}")
+    if leaf_id is not None and not isinstance(leaf_id, str):
+        raise CorruptRow(session_id, None, f"leaf id is {type(leaf_id).__name__}")
+    if not isinstance(current_frame_id, str):
+        raise CorruptRow(session_id, None, f"current frame id is {type(current_frame_id).__name__}")
+    frame_data = _load_json(frames, session_id, None, "frames")
+    if not isinstance(frame_data, list):
+        raise CorruptRow(session_id, None, "frames: expected a JSON array")
+    return StoredSession(
+        session_id=session_id,
+        head_revision=head_revision,
+        policy=_record(
+            _load_json(policy, session_id, None, "policy"), SessionPolicy, session_id, "policy"
+        ),
+        frames=tuple(_record(f, AgentFrame, session_id, "frames") for f in frame_data),
+        current_frame_id=current_frame_id,
+        nodes=nodes,
+        leaf_id=leaf_id,
+        tool_snapshot=(
+            None
+            if tool is None
+            else _record(
+                _load_json(tool, session_id, None, "tool snapshot"),
+                ToolSnapshot,
+                session_id,
+                "tool snapshot",
+            )
+        ),
+        plugin_snapshot=(
+            None
+            if plugin is None
+            else _record(
+                _load_json(plugin, session_id, None, "plugin snapshot"),
+                PluginSnapshot,
+                session_id,
+                "plugin snapshot",
+            )
+        ),
+        host_checkpoint=_load_json(checkpoint, session_id, None, "host checkpoint"),
+    )
+
+
+def path_root_first(
+    lookup: Callable[[str], T | None], parent_of: Callable[[T], str | None], leaf_id: str
+) -> list[T]:
+    """The chain from ``leaf_id`` up through ``parent_of``, root first.
+
+    The SQL stores read a path as an unordered set (a recursive ``UNION``
+    that stops on a repeated row, so a parent cycle cannot loop forever) and
+    order it here. The walk stops at a node it has already seen, at a
+    parent ``lookup`` does not find (tombstoned or never stored) or at a
+    root.
+    """
+    chain: list[T] = []
+    seen: set[str] = set()
+    current: str | None = leaf_id
+    while current is not None and current not in seen:
+        item = lookup(current)
+        if item is None:
+            break
+        seen.add(current)
+        chain.append(item)
+        current = parent_of(item)
+    chain.reverse()
+    return chain
+
+
+def with_parent(row: NodeRow, parent_id: str | None) -> NodeRow:
+    """``row`` with its parent pointer replaced."""
+    return (row[0], parent_id, row[2], row[3], row[4], row[5])

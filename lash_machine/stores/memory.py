@@ -1,0 +1,225 @@
+"""The in-memory store: the reference semantics every other store matches.
+
+It keeps what the SQL stores keep (rows of JSON text), so a caller can never
+mutate stored state through a record it passed in or got back, and a value
+JSON cannot hold fails here exactly as it fails in SQLite or Postgres.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import attrs
+
+from ..errors import HeadRevisionConflict, StoreError
+from ..model import SessionNode
+from ..persisted import (
+    ActivePath,
+    AttachmentIntent,
+    FullGraph,
+    ReadScope,
+    SessionCommit,
+    SessionInfo,
+    StoredSession,
+    VacuumReport,
+)
+from ._rows import (
+    NodeRow,
+    SessionRow,
+    decode_node,
+    decode_session,
+    encode_node,
+    encode_session,
+    path_root_first,
+    with_parent,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@attrs.define
+class _Node:
+    row: NodeRow
+    tombstoned: bool = False
+
+
+@attrs.define
+class _Session:
+    head_revision: int
+    row: SessionRow
+    updated_at: float
+    # Insertion order is the dict's order; vacuum deletes keep it.
+    nodes: dict[str, _Node] = attrs.Factory(dict)
+    live_nodes: int = 0
+
+
+class MemoryStore:
+    """A :class:`~lash_machine.stores.base.SessionStore` in a dict, guarded
+    by one lock. Nothing survives the process; use it in tests and for
+    sessions that need no durability."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Session] = {}
+        self._intents: dict[tuple[str, str], AttachmentIntent] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def load_graph(self, session_id: str, scope: ReadScope) -> StoredSession | None:
+        """The session with the nodes of ``scope``, or ``None``."""
+        with self._lock:
+            self._check_open()
+            session = self._sessions.get(session_id)
+            if session is None:
+                return None
+            if isinstance(scope, FullGraph):
+                rows = [n.row for n in session.nodes.values() if not n.tombstoned]
+            elif isinstance(scope, ActivePath):
+                leaf = scope.leaf_id if scope.leaf_id is not None else session.row.leaf_id
+                rows = [] if leaf is None else self._path(session, leaf)
+            else:
+                raise StoreError(f"unknown read scope {scope!r}")
+            head, row = session.head_revision, session.row
+        nodes = tuple(decode_node(session_id, r) for r in rows)
+        return decode_session(session_id, head, attrs.astuple(row), nodes)
+
+    @staticmethod
+    def _path(session: _Session, leaf_id: str) -> list[NodeRow]:
+        def live(node_id: str) -> NodeRow | None:
+            node = session.nodes.get(node_id)
+            return None if node is None or node.tombstoned else node.row
+
+        return path_root_first(live, lambda row: row[1], leaf_id)
+
+    def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
+        """One live node of the session, or ``None``."""
+        with self._lock:
+            self._check_open()
+            session = self._sessions.get(session_id)
+            node = None if session is None else session.nodes.get(node_id)
+            if node is None or node.tombstoned:
+                return None
+            row = node.row
+        return decode_node(session_id, row)
+
+    def commit(self, commit: SessionCommit) -> int:
+        """Apply ``commit`` when the stored head equals its expected head."""
+        # Encode before taking the lock: a value JSON cannot hold fails here
+        # with nothing applied.
+        session_row = encode_session(commit)
+        appended = [encode_node(commit.session_id, n) for n in commit.delta.appended]
+        with self._lock:
+            self._check_open()
+            session = self._sessions.get(commit.session_id)
+            actual = None if session is None else session.head_revision
+            if actual != commit.expected_head:
+                raise HeadRevisionConflict(commit.session_id, commit.expected_head, actual)
+            # The fencing token is checked here once sessions hold leases.
+            existing = {} if session is None else session.nodes
+            seen: set[str] = set()
+            for row in appended:
+                if row[0] in existing or row[0] in seen:
+                    raise StoreError(
+                        f"session {commit.session_id!r}: node {row[0]!r} is already stored"
+                    )
+                seen.add(row[0])
+            now = time.time()
+            if session is None:
+                session = _Session(head_revision=1, row=session_row, updated_at=now)
+                self._sessions[commit.session_id] = session
+            else:
+                session.head_revision += 1
+                session.row = session_row
+                session.updated_at = now
+            for row in appended:
+                session.nodes[row[0]] = _Node(row)
+            session.live_nodes += len(appended)
+            for repair in commit.delta.reparented:
+                node = session.nodes.get(repair.node_id)
+                if node is not None:
+                    node.row = with_parent(node.row, repair.parent_id)
+            for attachment_id in commit.adopt_attachments:
+                key = (commit.session_id, attachment_id)
+                intent = self._intents.get(key)
+                if intent is not None:
+                    self._intents[key] = attrs.evolve(intent, committed=True)
+            return session.head_revision
+
+    def tombstone_nodes(self, session_id: str, node_ids: Sequence[str]) -> int:
+        """Hide live nodes of the session; return how many were hidden."""
+        with self._lock:
+            self._check_open()
+            session = self._sessions.get(session_id)
+            if session is None:
+                return 0
+            hidden = 0
+            for node_id in set(node_ids):
+                node = session.nodes.get(node_id)
+                if node is not None and not node.tombstoned:
+                    node.tombstoned = True
+                    hidden += 1
+            session.live_nodes -= hidden
+            return hidden
+
+    def vacuum(self) -> VacuumReport:
+        """Drop tombstoned nodes for good (forgotten intents are already
+        gone: :meth:`forget` deletes)."""
+        with self._lock:
+            self._check_open()
+            removed = 0
+            for session in self._sessions.values():
+                dead = [k for k, n in session.nodes.items() if n.tombstoned]
+                for node_id in dead:
+                    del session.nodes[node_id]
+                removed += len(dead)
+            return VacuumReport(nodes_removed=removed)
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every session, ordered by id, with its live node count."""
+        with self._lock:
+            self._check_open()
+            return [
+                SessionInfo(sid, s.head_revision, s.live_nodes, s.updated_at)
+                for sid, s in sorted(self._sessions.items())
+            ]
+
+    def delete_session(self, session_id: str) -> bool:
+        """Remove the session, its nodes and its intents."""
+        with self._lock:
+            self._check_open()
+            for key in [k for k in self._intents if k[0] == session_id]:
+                del self._intents[key]
+            return self._sessions.pop(session_id, None) is not None
+
+    def record_intent(self, intent: AttachmentIntent) -> None:
+        """Record (or replace) the intent of one attachment."""
+        with self._lock:
+            self._check_open()
+            self._intents[(intent.session_id, intent.attachment_id)] = intent
+
+    def list_uncommitted(self, older_than: float) -> list[AttachmentIntent]:
+        """Unadopted intents created before ``older_than``, oldest first."""
+        with self._lock:
+            self._check_open()
+            found = [
+                i for i in self._intents.values() if not i.committed and i.created_at < older_than
+            ]
+        return sorted(found, key=lambda i: (i.created_at, i.session_id, i.attachment_id))
+
+    def forget(self, session_id: str, attachment_id: str) -> bool:
+        """Delete one intent; ``False`` when there was none."""
+        with self._lock:
+            self._check_open()
+            return self._intents.pop((session_id, attachment_id), None) is not None
+
+    def close(self) -> None:
+        """Drop everything; later calls raise :class:`StoreError`."""
+        with self._lock:
+            self._closed = True
+            self._sessions.clear()
+            self._intents.clear()

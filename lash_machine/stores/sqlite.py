@@ -1,0 +1,411 @@
+"""The embedded store: one SQLite file in WAL mode, stdlib ``sqlite3`` only.
+
+Each thread gets its own connection (WAL lets readers run beside the one
+writer), and several processes may open the same file: every write is a
+``BEGIN IMMEDIATE`` transaction that waits up to ``timeout`` seconds for the
+write lock, and the compare-and-set of a commit happens inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..errors import HeadRevisionConflict, SchemaVersionMismatch, StoreError
+from ..model import SessionNode
+from ..persisted import (
+    ActivePath,
+    AttachmentIntent,
+    FullGraph,
+    ReadScope,
+    SessionCommit,
+    SessionInfo,
+    StoredSession,
+    VacuumReport,
+)
+from ._rows import decode_node, decode_session, encode_node, encode_session, path_root_first
+from .base import SCHEMA_VERSION
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = (
+    # next_seq numbers the session's nodes in insertion order; live_nodes
+    # keeps list_sessions from counting every node of every session.
+    """CREATE TABLE lash_sessions (
+        session_id TEXT NOT NULL PRIMARY KEY,
+        head_revision INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL,
+        live_nodes INTEGER NOT NULL,
+        leaf_id TEXT,
+        policy TEXT NOT NULL,
+        frames TEXT NOT NULL,
+        current_frame_id TEXT NOT NULL,
+        tool_snapshot TEXT,
+        plugin_snapshot TEXT,
+        host_checkpoint TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    # Clustered on (session_id, node_id): each step of an active-path walk
+    # is one primary-key lookup, whatever the size of the session.
+    """CREATE TABLE lash_nodes (
+        session_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        parent_id TEXT,
+        kind TEXT NOT NULL,
+        frame_id TEXT,
+        created_at REAL NOT NULL,
+        body TEXT NOT NULL,
+        tombstoned INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (session_id, node_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX lash_nodes_by_seq ON lash_nodes (session_id, seq)",
+    # Partial: only tombstoned rows pay for it, and vacuum finds them fast.
+    "CREATE INDEX lash_nodes_tombstoned ON lash_nodes (session_id) WHERE tombstoned = 1",
+    """CREATE TABLE lash_attachment_intents (
+        session_id TEXT NOT NULL,
+        attachment_id TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        committed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (session_id, attachment_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX lash_intents_uncommitted ON lash_attachment_intents (created_at)"
+    " WHERE committed = 0",
+)
+
+_NODE_COLUMNS = "node_id, parent_id, kind, frame_id, created_at, body"
+_SESSION_COLUMNS = (
+    "head_revision, leaf_id, policy, frames, current_frame_id,"
+    " tool_snapshot, plugin_snapshot, host_checkpoint"
+)
+
+_SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM lash_sessions WHERE session_id = ?"
+_SELECT_FULL = (
+    f"SELECT {_NODE_COLUMNS} FROM lash_nodes WHERE session_id = ? AND tombstoned = 0 ORDER BY seq"
+)
+# The walk carries only keys, so UNION's duplicate check (which ends a
+# parent cycle) compares ids, not bodies; the rows are joined back after.
+# The result is a set: path_root_first orders it.
+_SELECT_PATH = f"""
+WITH RECURSIVE path(node_id, parent_id) AS (
+    SELECT node_id, parent_id FROM lash_nodes
+     WHERE session_id = ?1 AND node_id = ?2 AND tombstoned = 0
+    UNION
+    SELECT n.node_id, n.parent_id FROM path
+      JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.parent_id
+     WHERE n.tombstoned = 0
+)
+SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))} FROM path
+  JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
+"""
+_SELECT_NODE = (
+    f"SELECT {_NODE_COLUMNS} FROM lash_nodes"
+    " WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
+)
+_SELECT_HEAD = "SELECT head_revision, next_seq FROM lash_sessions WHERE session_id = ?"
+_INSERT_SESSION = """
+INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
+    frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at)
+VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_UPDATE_SESSION = """
+UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = ?,
+    live_nodes = live_nodes + ?, leaf_id = ?, policy = ?, frames = ?, current_frame_id = ?,
+    tool_snapshot = ?, plugin_snapshot = ?, host_checkpoint = ?, updated_at = ?
+WHERE session_id = ?
+"""
+_INSERT_NODE = f"""
+INSERT INTO lash_nodes (session_id, seq, {_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_REPARENT = "UPDATE lash_nodes SET parent_id = ? WHERE session_id = ? AND node_id = ?"
+_ADOPT = (
+    "UPDATE lash_attachment_intents SET committed = 1 WHERE session_id = ? AND attachment_id = ?"
+)
+
+
+class SQLiteStore:
+    """A :class:`~lash_machine.stores.base.SessionStore` in one SQLite file.
+
+    Safe to share between threads (a connection per thread) and to open
+    from several processes at once. ``timeout`` is how long a write waits
+    for another writer's lock before failing with :class:`StoreError`.
+    ``synchronous`` is SQLite's durability setting: ``"FULL"`` survives
+    power loss; ``"NORMAL"`` is faster and only loses the newest commits.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, synchronous: str = "FULL"
+    ) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"unknown synchronous setting {synchronous!r}")
+        self.path = os.fspath(path)
+        self._timeout = timeout
+        self._synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        try:
+            self._open_schema(self._connection())
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections and transactions ---------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self.path}: the store is closed")
+            try:
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
+                # write transaction starts IMMEDIATE and reads see one snapshot.
+                conn = sqlite3.connect(
+                    self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot open: {exc}") from exc
+            self._connections.append(conn)
+        self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        """Run the block in one transaction; any error rolls it back. SQLite
+        errors come out as :class:`StoreError`."""
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+        conn = self._connection()
+        try:
+            conn.execute(begin)
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            raise StoreError(f"{self.path}: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            # A lone surrogate in an id cannot be bound as UTF-8 text.
+            raise StoreError(f"{self.path}: text the database cannot hold: {exc}") from exc
+
+    def _open_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open: {exc}") from exc
+        with self._transaction("BEGIN IMMEDIATE"):
+            # Read under the write lock: a concurrent opener of a new file
+            # either created the schema already or waits for us to.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version != 0:
+                raise SchemaVersionMismatch(self.path, version, SCHEMA_VERSION)
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                # Tables but no version: not a database we wrote.
+                raise SchemaVersionMismatch(self.path, 0, SCHEMA_VERSION)
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- reads ----------------------------------------------------------
+
+    def load_graph(self, session_id: str, scope: ReadScope) -> StoredSession | None:
+        """The session with the nodes of ``scope``, or ``None``."""
+        with self._transaction("BEGIN") as conn:
+            row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
+            if row is None:
+                return None
+            rows: list[Any]
+            if isinstance(scope, FullGraph):
+                rows = conn.execute(_SELECT_FULL, (session_id,)).fetchall()
+            elif isinstance(scope, ActivePath):
+                leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
+                rows = [] if leaf is None else self._path(conn, session_id, leaf)
+            else:
+                raise StoreError(f"unknown read scope {scope!r}")
+        nodes = tuple(decode_node(session_id, r) for r in rows)
+        return decode_session(session_id, row[0], row[1:], nodes)
+
+    @staticmethod
+    def _path(conn: sqlite3.Connection, session_id: str, leaf: object) -> list[Any]:
+        found = conn.execute(_SELECT_PATH, (session_id, leaf)).fetchall()
+        by_id = {r[0]: r for r in found}
+        return path_root_first(by_id.get, lambda r: r[1], str(leaf))
+
+    def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
+        """One live node of the session, or ``None``."""
+        with self._transaction("BEGIN") as conn:
+            row = conn.execute(_SELECT_NODE, (session_id, node_id)).fetchone()
+        return None if row is None else decode_node(session_id, row)
+
+    # -- the commit -----------------------------------------------------
+
+    def commit(self, commit: SessionCommit) -> int:
+        """Apply ``commit`` when the stored head equals its expected head,
+        in one ``BEGIN IMMEDIATE`` transaction."""
+        sid = commit.session_id
+        session = encode_session(commit)
+        appended = [encode_node(sid, n) for n in commit.delta.appended]
+        now = time.time()
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            found = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
+            actual = None if found is None else found[0]
+            if actual != commit.expected_head:
+                raise HeadRevisionConflict(sid, commit.expected_head, actual)
+            # The fencing token is checked here once sessions hold leases.
+            first_seq = 0 if found is None else found[1]
+            columns = (
+                session.leaf_id,
+                session.policy,
+                session.frames,
+                session.current_frame_id,
+                session.tool_snapshot,
+                session.plugin_snapshot,
+                session.host_checkpoint,
+                now,
+            )
+            next_seq = first_seq + len(appended)
+            if found is None:
+                conn.execute(_INSERT_SESSION, (sid, next_seq, len(appended), *columns))
+            else:
+                conn.execute(_UPDATE_SESSION, (next_seq, len(appended), *columns, sid))
+            try:
+                conn.executemany(
+                    _INSERT_NODE,
+                    [(sid, first_seq + i, *row) for i, row in enumerate(appended)],
+                )
+            except sqlite3.IntegrityError:
+                raise _duplicate_node(conn, sid, [row[0] for row in appended]) from None
+            if commit.delta.reparented:
+                conn.executemany(
+                    _REPARENT, [(r.parent_id, sid, r.node_id) for r in commit.delta.reparented]
+                )
+            if commit.adopt_attachments:
+                conn.executemany(_ADOPT, [(sid, a) for a in commit.adopt_attachments])
+            return actual + 1 if actual is not None else 1
+
+    # -- maintenance ----------------------------------------------------
+
+    def tombstone_nodes(self, session_id: str, node_ids: Sequence[str]) -> int:
+        """Hide live nodes of the session; return how many were hidden."""
+        ids = list(dict.fromkeys(node_ids))
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            hidden = 0
+            for node_id in ids:
+                hidden += conn.execute(
+                    "UPDATE lash_nodes SET tombstoned = 1"
+                    " WHERE session_id = ? AND node_id = ? AND tombstoned = 0",
+                    (session_id, node_id),
+                ).rowcount
+            if hidden:
+                conn.execute(
+                    "UPDATE lash_sessions SET live_nodes = live_nodes - ? WHERE session_id = ?",
+                    (hidden, session_id),
+                )
+            return hidden
+
+    def vacuum(self) -> VacuumReport:
+        """Delete tombstoned nodes for good (:meth:`forget` already deletes
+        intents, so none are left to remove)."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            removed = conn.execute("DELETE FROM lash_nodes WHERE tombstoned = 1").rowcount
+        return VacuumReport(nodes_removed=removed)
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every session, ordered by id, with its live node count."""
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(
+                "SELECT session_id, head_revision, live_nodes, updated_at"
+                " FROM lash_sessions ORDER BY session_id"
+            ).fetchall()
+        return [SessionInfo(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def delete_session(self, session_id: str) -> bool:
+        """Remove the session, its nodes and its intents."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            conn.execute("DELETE FROM lash_nodes WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM lash_attachment_intents WHERE session_id = ?", (session_id,))
+            deleted = conn.execute(
+                "DELETE FROM lash_sessions WHERE session_id = ?", (session_id,)
+            ).rowcount
+        return deleted > 0
+
+    # -- attachment manifest ----------------------------------------------
+
+    def record_intent(self, intent: AttachmentIntent) -> None:
+        """Record (or replace) the intent of one attachment."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO lash_attachment_intents"
+                " (session_id, attachment_id, uri, created_at, committed) VALUES (?, ?, ?, ?, ?)",
+                (
+                    intent.session_id,
+                    intent.attachment_id,
+                    intent.uri,
+                    float(intent.created_at),
+                    int(intent.committed),
+                ),
+            )
+
+    def list_uncommitted(self, older_than: float) -> list[AttachmentIntent]:
+        """Unadopted intents created before ``older_than``, oldest first."""
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(
+                "SELECT session_id, attachment_id, uri, created_at FROM lash_attachment_intents"
+                " WHERE committed = 0 AND created_at < ?"
+                " ORDER BY created_at, session_id, attachment_id",
+                (older_than,),
+            ).fetchall()
+        return [AttachmentIntent(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def forget(self, session_id: str, attachment_id: str) -> bool:
+        """Delete one intent; ``False`` when there was none."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            deleted = conn.execute(
+                "DELETE FROM lash_attachment_intents WHERE session_id = ? AND attachment_id = ?",
+                (session_id, attachment_id),
+            ).rowcount
+        return deleted > 0
+
+    def close(self) -> None:
+        """Close every thread's connection. Call it once no other thread is
+        inside a store method; later calls raise :class:`StoreError`."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+
+def _duplicate_node(conn: sqlite3.Connection, session_id: str, node_ids: list[str]) -> StoreError:
+    """The error for appended nodes whose ids are taken. Rolls the failed
+    transaction back first, so only ids stored before this commit count."""
+    conn.rollback()
+    seen: set[str] = set()
+    for node_id in node_ids:
+        if node_id in seen:
+            return StoreError(f"session {session_id!r}: node {node_id!r} appended twice")
+        seen.add(node_id)
+    for node_id in node_ids:
+        taken = conn.execute(
+            "SELECT 1 FROM lash_nodes WHERE session_id = ? AND node_id = ?", (session_id, node_id)
+        ).fetchone()
+        if taken is not None:
+            return StoreError(f"session {session_id!r}: node {node_id!r} is already stored")
+    return StoreError(f"session {session_id!r}: appended nodes collide with stored ones")

@@ -1,0 +1,725 @@
+"""A reusable pytest suite every :class:`~lash_machine.stores.base.SessionStore`
+must pass.
+
+Subclass :class:`StoreConformance` in a module pytest collects (name the
+subclass ``Test...``) and implement :meth:`StoreConformance.make_store`::
+
+    from lash_machine.testing.conformance import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        def make_store(self, tmp_path):
+            return MyStore(tmp_path / "db")
+
+        def corrupt_node(self, store, session_id, node_id, column, value):
+            ...  # write ``value`` raw into that column of the node's row
+
+Each test gets a fresh instance of the class and a fresh ``tmp_path``;
+calling :meth:`~StoreConformance.make_store` again within one test must
+open the same data (for a persistent store). Hooks a store cannot support
+(a schema version for an in-memory store) are skipped with their reason,
+never silently passed.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+
+from ..errors import CorruptRow, HeadRevisionConflict, SchemaVersionMismatch, StoreError
+from ..model import (
+    JSON,
+    AgentFrame,
+    ModelSpec,
+    NodeKind,
+    PluginSnapshot,
+    SessionNode,
+    SessionPolicy,
+    ToolSnapshot,
+    initial_frame_id,
+)
+from ..persisted import (
+    ActivePath,
+    AttachmentIntent,
+    FullGraph,
+    GraphDelta,
+    Reparent,
+    SessionCommit,
+    StoredSession,
+)
+from ..stores.base import SessionStore
+
+__all__ = ["POLICY", "StoreConformance", "make_commit", "make_node"]
+
+#: The policy the suite's commits carry.
+POLICY = SessionPolicy(model=ModelSpec(id="test-model", context_window=8192), provider_id="test")
+
+
+def make_node(
+    node_id: str,
+    parent_id: str | None = None,
+    body: JSON = None,
+    *,
+    kind: NodeKind = NodeKind.MESSAGE,
+    frame_id: str | None = None,
+    created_at: float = 1.0,
+) -> SessionNode:
+    """A node for tests; the body defaults to ``{"text": node_id}``."""
+    return SessionNode(
+        node_id=node_id,
+        parent_id=parent_id,
+        kind=kind,
+        body={"text": node_id} if body is None else body,
+        frame_id=frame_id,
+        created_at=created_at,
+    )
+
+
+def make_commit(
+    session_id: str,
+    expected_head: int | None,
+    appended: Sequence[SessionNode] = (),
+    *,
+    leaf_id: str | None = None,
+    reparented: Sequence[Reparent] = (),
+    adopt: Sequence[str] = (),
+    policy: SessionPolicy = POLICY,
+    host_checkpoint: JSON = None,
+) -> SessionCommit:
+    """A commit for tests; the leaf defaults to the last appended node."""
+    if leaf_id is None and appended:
+        leaf_id = appended[-1].node_id
+    frame = AgentFrame(initial_frame_id(session_id), None, "initial", policy, 0.0)
+    return SessionCommit(
+        session_id=session_id,
+        expected_head=expected_head,
+        policy=policy,
+        frames=(frame,),
+        current_frame_id=frame.frame_id,
+        delta=GraphDelta(leaf_id=leaf_id, appended=tuple(appended), reparented=tuple(reparented)),
+        host_checkpoint=host_checkpoint,
+        adopt_attachments=tuple(adopt),
+    )
+
+
+def chain(prefix: str, length: int, parent: str | None = None) -> list[SessionNode]:
+    """``length`` nodes, each the child of the one before."""
+    nodes = []
+    for i in range(length):
+        node = make_node(f"{prefix}{i}", parent)
+        nodes.append(node)
+        parent = node.node_id
+    return nodes
+
+
+def ids(session: StoredSession | None) -> list[str]:
+    """The node ids of a read, in the order the store returned them."""
+    assert session is not None
+    return [n.node_id for n in session.nodes]
+
+
+def run_threads(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run ``work(i)`` on ``count`` threads released together; return each
+    result or the exception it raised."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def target(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+class StoreConformance(abc.ABC):
+    """The contract of :class:`~lash_machine.stores.base.SessionStore` as
+    tests. Subclass it and implement :meth:`make_store`."""
+
+    #: Whether the store keeps its data across close and reopen.
+    persistent: ClassVar[bool] = True
+    #: Whether ids may contain NUL characters (PostgreSQL text cannot).
+    supports_nul: ClassVar[bool] = True
+    #: Threads racing in the concurrency tests.
+    threads: ClassVar[int] = 8
+
+    @abc.abstractmethod
+    def make_store(self, tmp_path: Path) -> SessionStore:
+        """Open the store under test. Called again in the same test, a
+        persistent store must open the same data."""
+
+    def corrupt_node(
+        self, store: SessionStore, session_id: str, node_id: str, column: str, value: str
+    ) -> None:
+        """Write ``value`` raw into ``column`` (``"body"`` or ``"kind"``) of
+        the node's row. Override it; the default skips the corrupt-row
+        tests with the reason."""
+        pytest.skip(f"{type(self).__name__} does not implement corrupt_node")
+
+    def corrupt_session(
+        self, store: SessionStore, session_id: str, column: str, value: str
+    ) -> None:
+        """Write ``value`` raw into ``column`` (``"policy"``) of the session row."""
+        pytest.skip(f"{type(self).__name__} does not implement corrupt_session")
+
+    def set_schema_version(self, store: SessionStore, version: int) -> None:
+        """Make the stored schema version ``version`` behind the store's back."""
+        pytest.skip(f"{type(self).__name__} does not implement set_schema_version")
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[SessionStore]:
+        """A fresh store, closed after the test."""
+        opened = self.make_store(tmp_path)
+        yield opened
+        opened.close()
+
+    # -- absent sessions ----------------------------------------------
+
+    def test_absent_session_reads_nothing(self, store: SessionStore) -> None:
+        assert store.load_graph("nope", FullGraph()) is None
+        assert store.load_graph("nope", ActivePath()) is None
+        assert store.load_node("nope", "n") is None
+        assert store.tombstone_nodes("nope", ["n"]) == 0
+        assert store.delete_session("nope") is False
+        assert store.list_sessions() == []
+        assert isinstance(store, SessionStore)
+
+    # -- commits and head revisions ----------------------------------------
+
+    def test_first_commit_round_trips_every_field(self, store: SessionStore) -> None:
+        frame = AgentFrame("s:frame:initial", None, "initial", POLICY, 12.5)
+        sub = AgentFrame("s:frame:sub", "s:frame:initial", "research", POLICY, 13.0)
+        nodes = (
+            make_node("z", None, {"role": "user", "parts": [1, 2.5, None, True, "é"]}),
+            make_node("a", "z", "plain string", kind=NodeKind.EVENT, frame_id="s:frame:sub"),
+            make_node("m", "a", [], kind=NodeKind.PLUGIN, created_at=1700000000.123456),
+        )
+        commit = SessionCommit(
+            session_id="s",
+            expected_head=None,
+            policy=POLICY,
+            frames=(frame, sub),
+            current_frame_id="s:frame:sub",
+            delta=GraphDelta(leaf_id="m", appended=nodes),
+            tool_snapshot=ToolSnapshot(3, {"tools": ["a", "b"]}),
+            plugin_snapshot=PluginSnapshot(2, {"p": {"x": 1}}),
+            host_checkpoint={"cursor": 7, "nested": [{"a": None}]},
+        )
+        assert store.commit(commit) == 1
+        loaded = store.load_graph("s", FullGraph())
+        assert loaded == StoredSession(
+            session_id="s",
+            head_revision=1,
+            policy=POLICY,
+            frames=(frame, sub),
+            current_frame_id="s:frame:sub",
+            nodes=nodes,
+            leaf_id="m",
+            tool_snapshot=ToolSnapshot(3, {"tools": ["a", "b"]}),
+            plugin_snapshot=PluginSnapshot(2, {"p": {"x": 1}}),
+            host_checkpoint={"cursor": 7, "nested": [{"a": None}]},
+        )
+        assert store.load_node("s", "a") == nodes[1]
+
+    def test_snapshots_may_be_absent(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        loaded = store.load_graph("s", FullGraph())
+        assert loaded is not None
+        assert loaded.tool_snapshot is None
+        assert loaded.plugin_snapshot is None
+        assert loaded.host_checkpoint is None
+
+    def test_full_graph_is_in_insertion_order(self, store: SessionStore) -> None:
+        # Ids that sort against insertion order: the store must not sort by id.
+        store.commit(make_commit("s", None, [make_node("c"), make_node("b", "c")]))
+        store.commit(make_commit("s", 1, [make_node("a", "b"), make_node("10", "a")]))
+        store.commit(make_commit("s", 2, [make_node("9", "c")], leaf_id="10"))
+        assert ids(store.load_graph("s", FullGraph())) == ["c", "b", "a", "10", "9"]
+
+    def test_each_commit_increments_the_head(self, store: SessionStore) -> None:
+        assert store.commit(make_commit("s", None, [make_node("a")])) == 1
+        assert store.commit(make_commit("s", 1, [make_node("b", "a")])) == 2
+        assert store.commit(make_commit("s", 2, [], leaf_id="a")) == 3
+        loaded = store.load_graph("s", ActivePath())
+        assert loaded is not None
+        assert (loaded.head_revision, loaded.leaf_id) == (3, "a")
+        assert ids(loaded) == ["a"]
+
+    def test_stale_head_conflicts_and_applies_nothing(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a")], host_checkpoint=1))
+        store.commit(make_commit("s", 1, [make_node("b", "a")], host_checkpoint=2))
+        before = store.load_graph("s", FullGraph())
+        stale = make_commit(
+            "s", 1, [make_node("c", "a")], reparented=[Reparent("b", None)], host_checkpoint=3
+        )
+        with pytest.raises(HeadRevisionConflict) as caught:
+            store.commit(stale)
+        assert (caught.value.session_id, caught.value.expected, caught.value.actual) == ("s", 1, 2)
+        assert store.load_graph("s", FullGraph()) == before
+        assert store.load_node("s", "c") is None
+
+    def test_creating_an_existing_session_conflicts(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        with pytest.raises(HeadRevisionConflict) as caught:
+            store.commit(make_commit("s", None, [make_node("b")]))
+        assert (caught.value.expected, caught.value.actual) == (None, 1)
+        assert ids(store.load_graph("s", FullGraph())) == ["a"]
+
+    def test_expecting_a_head_of_an_absent_session_conflicts(self, store: SessionStore) -> None:
+        with pytest.raises(HeadRevisionConflict) as caught:
+            store.commit(make_commit("s", 4, [make_node("a")]))
+        assert (caught.value.expected, caught.value.actual) == (4, None)
+        assert store.load_graph("s", FullGraph()) is None
+
+    def test_appending_a_stored_id_fails_the_whole_commit(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a"), make_node("b", "a")]))
+        before = store.load_graph("s", FullGraph())
+        with pytest.raises(StoreError) as caught:
+            store.commit(make_commit("s", 1, [make_node("c", "b"), make_node("a", "c")]))
+        assert not isinstance(caught.value, HeadRevisionConflict)
+        assert "'a'" in str(caught.value)
+        assert store.load_graph("s", FullGraph()) == before
+        assert store.load_node("s", "c") is None
+        # The session is not stuck: the next good commit still applies.
+        assert store.commit(make_commit("s", 1, [make_node("c", "b")])) == 2
+
+    def test_appending_a_tombstoned_id_fails(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a"), make_node("b", "a")]))
+        assert store.tombstone_nodes("s", ["b"]) == 1
+        with pytest.raises(StoreError):
+            store.commit(make_commit("s", 1, [make_node("b", "a")]))
+        assert store.load_graph("s", FullGraph()) is not None
+        assert store.load_node("s", "b") is None
+
+    def test_appending_an_id_twice_in_one_commit_fails(self, store: SessionStore) -> None:
+        with pytest.raises(StoreError):
+            store.commit(make_commit("s", None, [make_node("a"), make_node("a")]))
+        assert store.load_graph("s", FullGraph()) is None
+
+    def test_a_body_json_cannot_hold_fails_with_nothing_applied(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        with pytest.raises(StoreError):
+            store.commit(make_commit("s", 1, [make_node("b", "a", {"x": float("nan")})]))
+        with pytest.raises(StoreError):
+            store.commit(make_commit("s", 1, [make_node("b", "a", {"x": object()})]))
+        loaded = store.load_graph("s", FullGraph())
+        assert loaded is not None
+        assert loaded.head_revision == 1
+        assert ids(loaded) == ["a"]
+
+    def test_reparent_rewrites_parents(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, chain("n", 3)))
+        store.commit(make_commit("s", 1, [], leaf_id="n2", reparented=[Reparent("n2", "n0")]))
+        assert ids(store.load_graph("s", ActivePath())) == ["n0", "n2"]
+        node = store.load_node("s", "n2")
+        assert node is not None
+        assert node.parent_id == "n0"
+        store.commit(make_commit("s", 2, [], leaf_id="n2", reparented=[Reparent("n2", None)]))
+        assert ids(store.load_graph("s", ActivePath())) == ["n2"]
+
+    def test_reparent_of_an_unknown_node_is_ignored(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        assert (
+            store.commit(make_commit("s", 1, [], leaf_id="a", reparented=[Reparent("x", "a")])) == 2
+        )
+        assert store.load_node("s", "x") is None
+
+    def test_appended_and_reparented_together(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a"), make_node("b", "missing")]))
+        commit = make_commit(
+            "s", 1, [make_node("c", "b")], reparented=[Reparent("b", "a")], leaf_id="c"
+        )
+        assert store.commit(commit) == 2
+        assert ids(store.load_graph("s", ActivePath())) == ["a", "b", "c"]
+
+    # -- active-path reads --------------------------------------------------
+
+    def _branchy(self, store: SessionStore) -> None:
+        # r - a - b - c          (stored leaf c)
+        #      \- x - y
+        # o (an unrelated root)
+        nodes = [
+            make_node("r"),
+            make_node("a", "r"),
+            make_node("x", "a"),
+            make_node("b", "a"),
+            make_node("o"),
+            make_node("y", "x"),
+            make_node("c", "b"),
+        ]
+        store.commit(make_commit("s", None, nodes, leaf_id="c"))
+
+    def test_active_path_of_the_stored_leaf(self, store: SessionStore) -> None:
+        self._branchy(store)
+        loaded = store.load_graph("s", ActivePath())
+        assert ids(loaded) == ["r", "a", "b", "c"]
+        assert loaded is not None
+        assert loaded.leaf_id == "c"
+        assert loaded.nodes[1] == make_node("a", "r")
+
+    def test_active_path_of_an_explicit_leaf(self, store: SessionStore) -> None:
+        self._branchy(store)
+        loaded = store.load_graph("s", ActivePath("y"))
+        assert ids(loaded) == ["r", "a", "x", "y"]
+        assert loaded is not None
+        assert loaded.leaf_id == "c"  # the stored leaf, whatever the scope
+        assert ids(store.load_graph("s", ActivePath("o"))) == ["o"]
+
+    def test_active_path_of_an_unknown_or_absent_leaf_is_empty(self, store: SessionStore) -> None:
+        self._branchy(store)
+        assert ids(store.load_graph("s", ActivePath("nope"))) == []
+        commit = make_commit("t", None, [make_node("a")])
+        store.commit(attrs.evolve(commit, delta=attrs.evolve(commit.delta, leaf_id=None)))
+        loaded = store.load_graph("t", ActivePath())
+        assert loaded is not None
+        assert loaded.leaf_id is None
+        assert ids(loaded) == []
+
+    def test_active_path_stops_at_a_tombstone(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, chain("n", 5)))
+        store.tombstone_nodes("s", ["n1"])
+        assert ids(store.load_graph("s", ActivePath())) == ["n2", "n3", "n4"]
+        store.tombstone_nodes("s", ["n4"])
+        assert ids(store.load_graph("s", ActivePath())) == []
+
+    def test_active_path_survives_a_parent_cycle(self, store: SessionStore) -> None:
+        store.commit(
+            make_commit("s", None, [make_node("a"), make_node("b", "a"), make_node("c", "b")])
+        )
+        # a -> b -> a: corrupt, but a read must still end.
+        store.commit(make_commit("s", 1, [], leaf_id="c", reparented=[Reparent("a", "b")]))
+        path = ids(store.load_graph("s", ActivePath()))
+        assert path[-1] == "c"
+        assert sorted(path) == ["a", "b", "c"]
+        assert sorted(ids(store.load_graph("s", FullGraph()))) == ["a", "b", "c"]
+        store.commit(make_commit("s", 2, [], leaf_id="a", reparented=[Reparent("a", "a")]))
+        assert ids(store.load_graph("s", ActivePath())) == ["a"]
+
+    def test_a_long_path_is_read_whole(self, store: SessionStore) -> None:
+        nodes = chain("n", 1500)
+        store.commit(make_commit("s", None, nodes))
+        assert ids(store.load_graph("s", ActivePath())) == [n.node_id for n in nodes]
+
+    # -- tombstones and vacuum -----------------------------------------------
+
+    def test_tombstones_hide_and_vacuum_removes(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, chain("n", 4)))
+        assert store.tombstone_nodes("s", ["n3", "n3", "n1", "missing"]) == 2
+        assert store.tombstone_nodes("s", ["n3"]) == 0
+        assert store.load_node("s", "n1") is None
+        assert store.load_node("s", "n0") is not None
+        assert ids(store.load_graph("s", FullGraph())) == ["n0", "n2"]
+        assert [i.node_count for i in store.list_sessions()] == [2]
+        report = store.vacuum()
+        assert report.nodes_removed == 2
+        assert store.vacuum().nodes_removed == 0
+        assert ids(store.load_graph("s", FullGraph())) == ["n0", "n2"]
+        # Vacuumed rows are gone for good, so their ids are free again.
+        assert store.commit(make_commit("s", 1, [make_node("n3", "n2")])) == 2
+        assert ids(store.load_graph("s", FullGraph())) == ["n0", "n2", "n3"]
+
+    def test_tombstoning_does_not_move_the_head(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, chain("n", 2)))
+        store.tombstone_nodes("s", ["n0"])
+        assert store.commit(make_commit("s", 1, [make_node("n2", "n1")])) == 2
+
+    # -- isolation between sessions ----------------------------------------
+
+    def test_sessions_never_see_each_others_nodes(self, store: SessionStore) -> None:
+        store.commit(make_commit("A", None, [make_node("shared"), make_node("a-only", "shared")]))
+        store.commit(make_commit("B", None, [make_node("shared", None, {"owner": "B"})]))
+        node = store.load_node("B", "shared")
+        assert node is not None
+        assert node.body == {"owner": "B"}
+        assert store.load_node("B", "a-only") is None
+        assert ids(store.load_graph("B", ActivePath("a-only"))) == []
+        assert ids(store.load_graph("B", FullGraph())) == ["shared"]
+        # Tombstones and repairs in B never touch A.
+        assert store.tombstone_nodes("B", ["a-only"]) == 0
+        store.commit(
+            make_commit("B", 1, [], leaf_id="shared", reparented=[Reparent("a-only", None)])
+        )
+        assert store.tombstone_nodes("B", ["shared"]) == 1
+        assert ids(store.load_graph("A", ActivePath())) == ["shared", "a-only"]
+        assert store.load_node("A", "shared") is not None
+        assert store.vacuum().nodes_removed == 1
+        assert ids(store.load_graph("A", FullGraph())) == ["shared", "a-only"]
+
+    def test_ids_that_look_like_sql_or_prefixes_stay_apart(self, store: SessionStore) -> None:
+        store.commit(make_commit("s%", None, [make_node("n_")]))
+        store.commit(make_commit("s", None, [make_node("n")]))
+        store.commit(make_commit("s' OR '1'='1", None, [make_node("x'); DROP TABLE t; --")]))
+        assert ids(store.load_graph("s%", FullGraph())) == ["n_"]
+        assert ids(store.load_graph("s", FullGraph())) == ["n"]
+        assert store.load_node("s", "n_") is None
+        assert store.load_node("s%", "n") is None
+        assert ids(store.load_graph("s' OR '1'='1", FullGraph())) == ["x'); DROP TABLE t; --"]
+        assert [i.session_id for i in store.list_sessions()] == sorted(["s%", "s", "s' OR '1'='1"])
+
+    def test_awkward_ids_round_trip(self, store: SessionStore) -> None:
+        awkward = ["quote'\"`", "per%cent_und\\er", "ünïcødé 会话 🧵", "  spaced  ", "", "\u200b"]
+        for number, session_id in enumerate(awkward):
+            nodes = [
+                make_node(f"{session_id}/{i}", None if i == 0 else f"{session_id}/{i - 1}")
+                for i in range(3)
+            ]
+            store.commit(make_commit(session_id, None, nodes))
+            store.record_intent(
+                AttachmentIntent(session_id, session_id, f"file:///{session_id}", float(number))
+            )
+        for session_id in awkward:
+            loaded = store.load_graph(session_id, ActivePath())
+            assert loaded is not None
+            assert loaded.session_id == session_id
+            assert ids(loaded) == [f"{session_id}/{i}" for i in range(3)]
+            node = store.load_node(session_id, f"{session_id}/1")
+            assert node is not None
+            assert node.parent_id == f"{session_id}/0"
+        assert [i.session_id for i in store.list_sessions()] == sorted(awkward)
+        assert [(i.session_id, i.attachment_id) for i in store.list_uncommitted(1e9)] == [
+            (s, s) for s in awkward
+        ]
+
+    def test_nul_in_ids_round_trips_or_is_a_clear_error(self, store: SessionStore) -> None:
+        if self.supports_nul:
+            store.commit(
+                make_commit("nul\x00s", None, [make_node("a\x00"), make_node("a", "a\x00")])
+            )
+            assert ids(store.load_graph("nul\x00s", ActivePath())) == ["a\x00", "a"]
+            assert store.load_graph("nul", FullGraph()) is None
+            assert store.load_node("nul\x00s", "a\x00") is not None
+            return
+        with pytest.raises(StoreError, match="NUL"):
+            store.commit(make_commit("nul\x00s", None, [make_node("a")]))
+        with pytest.raises(StoreError, match="NUL"):
+            store.commit(make_commit("s", None, [make_node("a\x00")]))
+        with pytest.raises(StoreError, match="NUL"):
+            store.record_intent(AttachmentIntent("s", "a\x00", "u", 1.0))
+        assert store.list_sessions() == []
+        # Nothing with a NUL can be stored, so reads find nothing.
+        assert store.load_graph("nul\x00s", FullGraph()) is None
+        assert store.load_node("s", "a\x00") is None
+
+    # -- stored state is the store's own ---------------------------------
+
+    def test_callers_cannot_mutate_stored_state(self, store: SessionStore) -> None:
+        body: dict[str, Any] = {"items": [1]}
+        checkpoint: dict[str, Any] = {"k": [1]}
+        store.commit(
+            make_commit("s", None, [make_node("a", None, body)], host_checkpoint=checkpoint)
+        )
+        body["items"].append(2)
+        checkpoint["k"].append(2)
+        loaded = store.load_graph("s", FullGraph())
+        assert loaded is not None
+        assert loaded.nodes[0].body == {"items": [1]}
+        assert loaded.host_checkpoint == {"k": [1]}
+        loaded.nodes[0].body["items"].append(3)
+        loaded.host_checkpoint["k"].append(3)
+        node = store.load_node("s", "a")
+        assert node is not None
+        assert node.body == {"items": [1]}
+        node.body["items"].append(4)
+        again = store.load_graph("s", FullGraph())
+        assert again is not None
+        assert again.nodes[0].body == {"items": [1]}
+        assert again.host_checkpoint == {"k": [1]}
+
+    # -- listing and deleting ------------------------------------------------
+
+    def test_list_sessions(self, store: SessionStore) -> None:
+        before = time.time()
+        store.commit(make_commit("b", None, chain("n", 3)))
+        store.commit(make_commit("a", None, [make_node("x")]))
+        store.commit(make_commit("a", 1, [make_node("y", "x")]))
+        after = time.time()
+        listed = store.list_sessions()
+        assert [(i.session_id, i.head_revision, i.node_count) for i in listed] == [
+            ("a", 2, 2),
+            ("b", 1, 3),
+        ]
+        assert all(before - 1 <= i.updated_at <= after + 1 for i in listed)
+
+    def test_delete_session_removes_everything(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, chain("n", 3)))
+        store.commit(make_commit("t", None, chain("n", 2)))
+        store.record_intent(AttachmentIntent("s", "att", "file:///a", 1.0))
+        store.record_intent(AttachmentIntent("t", "att", "file:///b", 1.0))
+        store.tombstone_nodes("s", ["n0"])
+        assert store.delete_session("s") is True
+        assert store.delete_session("s") is False
+        assert store.load_graph("s", FullGraph()) is None
+        assert store.load_node("s", "n1") is None
+        assert [i.session_id for i in store.list_sessions()] == ["t"]
+        assert [i.session_id for i in store.list_uncommitted(10.0)] == ["t"]
+        assert store.vacuum().nodes_removed == 0
+        # The id is free again, from revision 1.
+        assert store.commit(make_commit("s", None, [make_node("n0")])) == 1
+        assert ids(store.load_graph("t", FullGraph())) == ["n0", "n1"]
+
+    # -- attachment manifest -------------------------------------------------
+
+    def test_attachment_manifest(self, store: SessionStore) -> None:
+        store.record_intent(AttachmentIntent("s", "old", "file:///old", 10.0))
+        store.record_intent(AttachmentIntent("s", "new", "file:///new", 50.0))
+        store.record_intent(AttachmentIntent("t", "other", "s3://b/k", 20.0))
+        assert [(i.attachment_id, i.uri, i.created_at) for i in store.list_uncommitted(30.0)] == [
+            ("old", "file:///old", 10.0),
+            ("other", "s3://b/k", 20.0),
+        ]
+        assert store.list_uncommitted(10.0) == []
+        # A commit adopts its attachments in the same transaction.
+        store.commit(make_commit("s", None, [make_node("a")], adopt=["old", "never-recorded"]))
+        assert [i.attachment_id for i in store.list_uncommitted(100.0)] == ["other", "new"]
+        assert all(not i.committed for i in store.list_uncommitted(100.0))
+        # Adoption is scoped to the committing session.
+        store.commit(make_commit("s", 1, [], leaf_id="a", adopt=["other"]))
+        assert [i.attachment_id for i in store.list_uncommitted(100.0)] == ["other", "new"]
+        assert store.forget("t", "other") is True
+        assert store.forget("t", "other") is False
+        assert [i.attachment_id for i in store.list_uncommitted(100.0)] == ["new"]
+
+    def test_a_conflicting_commit_adopts_nothing(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        store.record_intent(AttachmentIntent("s", "att", "file:///x", 1.0))
+        with pytest.raises(HeadRevisionConflict):
+            store.commit(make_commit("s", None, [make_node("b")], adopt=["att"]))
+        with pytest.raises(StoreError):
+            store.commit(make_commit("s", 1, [make_node("a")], adopt=["att"]))
+        assert [i.attachment_id for i in store.list_uncommitted(2.0)] == ["att"]
+
+    def test_recording_an_intent_again_replaces_it(self, store: SessionStore) -> None:
+        store.record_intent(AttachmentIntent("s", "att", "file:///x", 1.0))
+        store.record_intent(AttachmentIntent("s", "att", "file:///y", 2.0))
+        assert store.list_uncommitted(10.0) == [AttachmentIntent("s", "att", "file:///y", 2.0)]
+
+    # -- concurrency -------------------------------------------------------
+
+    def test_concurrent_committers_have_one_winner_per_revision(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("root")]))
+        rounds = 5
+        winners: list[str] = []
+        for head in range(1, rounds + 1):
+
+            def attempt(i: int, head: int = head) -> int:
+                node = make_node(f"r{head}-t{i}", "root")
+                return store.commit(make_commit("s", head, [node]))
+
+            results = run_threads(self.threads, attempt)
+            won = [i for i, r in enumerate(results) if r == head + 1]
+            lost = [r for r in results if isinstance(r, HeadRevisionConflict)]
+            assert len(won) == 1, results
+            assert len(lost) == self.threads - 1, results
+            assert all(c.expected == head and c.actual == head + 1 for c in lost)
+            winners.append(f"r{head}-t{won[0]}")
+        loaded = store.load_graph("s", FullGraph())
+        assert loaded is not None
+        assert loaded.head_revision == rounds + 1
+        assert ids(loaded) == ["root", *winners]
+        assert loaded.leaf_id == winners[-1]
+
+    def test_concurrent_creators_have_one_winner(self, store: SessionStore) -> None:
+        def attempt(i: int) -> int:
+            return store.commit(make_commit("s", None, [make_node(f"t{i}")]))
+
+        results = run_threads(self.threads, attempt)
+        won = [i for i, r in enumerate(results) if r == 1]
+        assert len(won) == 1, results
+        assert sum(isinstance(r, HeadRevisionConflict) for r in results) == self.threads - 1
+        assert ids(store.load_graph("s", FullGraph())) == [f"t{won[0]}"]
+
+    def test_concurrent_sessions_do_not_interfere(self, store: SessionStore) -> None:
+        def work(i: int) -> int | None:
+            head: int | None = None
+            for step in range(5):
+                head = store.commit(
+                    make_commit(
+                        f"s{i}", head, [make_node(f"n{step}", f"n{step - 1}" if step else None)]
+                    )
+                )
+                assert ids(store.load_graph(f"s{i}", ActivePath())) == [
+                    f"n{j}" for j in range(step + 1)
+                ]
+            return head
+
+        assert run_threads(self.threads, work) == [5] * self.threads
+
+    # -- persistence, corruption, schema -------------------------------------
+
+    def test_reopen_after_close(self, store: SessionStore, tmp_path: Path) -> None:
+        if not self.persistent:
+            pytest.skip(f"{type(self).__name__} keeps nothing across close by design")
+        store.commit(make_commit("s", None, chain("n", 3), host_checkpoint={"c": 1}))
+        store.tombstone_nodes("s", ["n0"])
+        store.record_intent(AttachmentIntent("s", "att", "file:///x", 1.0))
+        before = store.load_graph("s", FullGraph())
+        store.close()
+        with pytest.raises(StoreError):
+            store.load_graph("s", FullGraph())
+        reopened = self.make_store(tmp_path)
+        try:
+            assert reopened.load_graph("s", FullGraph()) == before
+            assert reopened.commit(make_commit("s", 1, [make_node("n3", "n2")])) == 2
+            assert [i.attachment_id for i in reopened.list_uncommitted(2.0)] == ["att"]
+        finally:
+            reopened.close()
+
+    def test_a_closed_store_refuses_calls(self, tmp_path: Path) -> None:
+        opened = self.make_store(tmp_path)
+        opened.close()
+        with pytest.raises(StoreError):
+            opened.commit(make_commit("s", None, [make_node("a")]))
+        with pytest.raises(StoreError):
+            opened.list_sessions()
+
+    @pytest.mark.parametrize(
+        ("column", "value"),
+        [("body", "{not json"), ("kind", "no-such-kind")],
+    )
+    def test_a_corrupt_node_row_names_session_and_node(
+        self, store: SessionStore, column: str, value: str
+    ) -> None:
+        store.commit(make_commit("s", None, chain("n", 3)))
+        self.corrupt_node(store, "s", "n1", column, value)
+        for read in (
+            lambda: store.load_graph("s", FullGraph()),
+            lambda: store.load_graph("s", ActivePath()),
+            lambda: store.load_node("s", "n1"),
+        ):
+            with pytest.raises(CorruptRow) as caught:
+                read()
+            assert (caught.value.session_id, caught.value.node_id) == ("s", "n1")
+        # Reads that do not touch the row still work.
+        assert ids(store.load_graph("s", ActivePath("n0"))) == ["n0"]
+
+    @pytest.mark.parametrize("value", ["{not json", '{"model": 5}', "[]"])
+    def test_a_corrupt_session_row_names_the_session(self, store: SessionStore, value: str) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        self.corrupt_session(store, "s", "policy", value)
+        with pytest.raises(CorruptRow) as caught:
+            store.load_graph("s", ActivePath())
+        assert (caught.value.session_id, caught.value.node_id) == ("s", None)
+        assert "policy" in str(caught.value)
+
+    def test_a_schema_version_mismatch_is_refused(
+        self, store: SessionStore, tmp_path: Path
+    ) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        self.set_schema_version(store, 999)
+        store.close()
+        with pytest.raises(SchemaVersionMismatch) as caught:
+            self.make_store(tmp_path).close()
+        assert caught.value.found == 999
