@@ -1,0 +1,27 @@
+"""Drivers: carry the machine's effects out against a store.
+
+* :mod:`lash_machine.drivers.asyncio` and :mod:`lash_machine.drivers.trio`
+  run sessions on an event loop, store effects in worker threads;
+* :mod:`lash_machine.drivers.blocking` offers the same API without a loop.
+
+They share everything but the loop: :mod:`.store_effects` turns a store
+request into the result event the machine expects, :class:`Hooks` is where
+host effects go, and a loop-agnostic core feeds the machine. Each driver
+supplies ``now`` and fresh ids. To carry store effects out in another
+process, see :mod:`lash_machine.transport`.
+"""
+
+from __future__ import annotations
+
+from .hooks import Hooks, HostEffect
+from .store_effects import EffectRunner, Outcome, StoreFailure, StoreRunner, carry_out
+
+__all__ = [
+    "EffectRunner",
+    "Hooks",
+    "HostEffect",
+    "Outcome",
+    "StoreFailure",
+    "StoreRunner",
+    "carry_out",
+]

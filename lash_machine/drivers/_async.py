@@ -1,0 +1,270 @@
+"""The session-shaped async API, written once for asyncio and trio.
+
+:class:`AsyncSession` and :class:`AsyncDriver` know nothing about either
+loop: a loop's module supplies the lock, the way a store request runs in a
+worker thread (and how it reacts to cancellation), and the lifecycle
+stream. Everything else is a one-line call into the plans of
+:class:`~._core.SessionCore`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from .. import effects as fx
+from ..model import (
+    JSON,
+    NodeKind,
+    ParkedSession,
+    Residency,
+    SessionNode,
+    SessionPolicy,
+    SessionView,
+)
+from ..persisted import VacuumReport
+from ..state import Phase, SessionState
+from ._base import DriverBase
+from ._core import Done, Exchange, Plan, SessionCore
+from .hooks import Hooks
+
+__all__ = ["AsyncDriver", "AsyncSession", "LifecycleStreamBase"]
+
+T = TypeVar("T")
+S = TypeVar("S", bound="AsyncSession")
+
+
+class AsyncSession(abc.ABC):
+    """One session, driven on an event loop.
+
+    Calls on one session are serialized (a lock), so each reply answers its
+    own call. A failed store request raises (the store's exception, or
+    :class:`~lash_machine.errors.HeadRevisionConflict` for a lost commit)
+    and leaves the session usable: retry, or close it. A cancelled call
+    leaves it usable too (see the driver module for what a cancelled write
+    does). :class:`~lash_machine.errors.ProtocolError` means the call does
+    not fit the session's phase or content; nothing changed.
+    """
+
+    def __init__(self, core: SessionCore) -> None:
+        self._core = core
+        self._lock = self._new_lock()
+
+    @abc.abstractmethod
+    def _new_lock(self) -> AbstractAsyncContextManager[Any]: ...
+
+    @abc.abstractmethod
+    async def _carry_out(self, exchange: Exchange) -> None:
+        """Run ``exchange.request`` off the loop and feed its outcome back,
+        or cancel it in the exchange before letting a cancellation through."""
+
+    async def _do(self, plan: Plan[T]) -> T:
+        async with self._lock:
+            reply: fx.Reply | None = None
+            while True:
+                exchange = self._core.advance(plan, reply)
+                if isinstance(exchange, Done):
+                    return exchange.value
+                while exchange.request is not None:
+                    await self._carry_out(exchange)
+                reply = exchange.reply()
+
+    # ---- what the session is ------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The session's id."""
+        return self._core.session_id
+
+    @property
+    def phase(self) -> Phase:
+        """Where the session is in its lifecycle (active, parked, closed, ...)."""
+        return self._core.state.phase
+
+    @property
+    def state(self) -> SessionState | None:
+        """The in-memory session (``None`` unless active); pass it to
+        ``Driver.restore`` to rebuild the session without a store read."""
+        return self._core.state.session
+
+    @property
+    def view(self) -> SessionView | None:
+        """A small read view of the active session (``None`` otherwise)."""
+        session = self._core.state.session
+        return None if session is None else session.view(self._core.state.residency)
+
+    @property
+    def parked(self) -> ParkedSession | None:
+        """The handle, once the session is parked."""
+        return self._core.state.parked
+
+    # ---- edits ----------------------------------------------------------------------
+
+    async def append(self, body: JSON, *, kind: NodeKind = NodeKind.MESSAGE) -> SessionNode:
+        """Append one node (fresh id, parent = the current leaf, the current
+        frame, now) and make it the leaf; return it."""
+        return await self._do(self._core.append(body, kind))
+
+    async def append_nodes(self, nodes: Iterable[SessionNode]) -> str | None:
+        """Append nodes exactly as given (the last becomes the leaf); return
+        the new leaf id."""
+        return await self._do(self._core.append_nodes(nodes))
+
+    async def branch(self, node_id: str) -> None:
+        """Make ``node_id`` the leaf; the next append forks there. Under
+        ``ACTIVE_PATH_ONLY`` a node that is not resident is loaded first."""
+        await self._do(self._core.branch(node_id))
+
+    async def apply_tool_state(self, base_generation: int, data: JSON) -> int:
+        """Apply a tool-state delta made on ``base_generation``; return the
+        new generation. A stale base raises
+        :class:`~lash_machine.errors.InvalidEvent`."""
+        return await self._do(self._core.apply_tool_state(base_generation, data))
+
+    async def record_plugin_state(self, data: JSON) -> None:
+        """Replace the plugin snapshot (its revision grows by one)."""
+        await self._do(self._core.record_plugin_state(data))
+
+    async def set_checkpoint(self, data: JSON) -> None:
+        """Replace the host checkpoint (any JSON kept with the session)."""
+        await self._do(self._core.set_checkpoint(data))
+
+    async def record_attachment(self, uri: str, attachment_id: str | None = None) -> str:
+        """Store the write-ahead intent of an attachment (a fresh id when
+        none is given) and return its id. Write the bytes only after this
+        returns; the next commit adopts the attachment."""
+        return await self._do(self._core.record_attachment(uri, attachment_id))
+
+    # ---- commit and leave --------------------------------------------------------------
+
+    async def save(self) -> int:
+        """Commit the changes; return the new head revision. Another
+        writer's commit raises :class:`~lash_machine.errors.HeadRevisionConflict`
+        (its ``actual`` is the stored head) and the changes stay in memory."""
+        return await self._do(self._core.save())
+
+    async def park(self) -> ParkedSession:
+        """Commit, then leave memory; return the handle for :meth:`resume`.
+        Conflicts raise as for :meth:`save`. On a parked session this
+        returns its handle again, so a retried park is safe."""
+        return await self._do(self._core.park())
+
+    async def resume(self, *, residency: Residency | None = None) -> None:
+        """Load this parked session again (its handle's residency unless
+        ``residency`` is given)."""
+        await self._do(self._core.resume(None, residency))
+
+    async def close(self, *, discard: bool = False) -> None:
+        """Leave the session. Uncommitted changes raise
+        :class:`~lash_machine.errors.InvalidEvent` unless ``discard``."""
+        await self._do(self._core.close(discard))
+
+    # ---- queries and maintenance -------------------------------------------------------
+
+    async def load_node(self, node_id: str) -> SessionNode | None:
+        """One node: from memory when resident, else from the store
+        (``None`` when it does not exist or was tombstoned)."""
+        return await self._do(self._core.load_node(node_id))
+
+    async def list_orphans(self) -> tuple[str, ...]:
+        """The ids of stored and resident nodes off the active path."""
+        return await self._do(self._core.list_orphans())
+
+    async def tombstone(self, node_ids: Iterable[str]) -> int:
+        """Hide committed nodes off the active path in the store (and drop
+        them from memory); return how many were hidden."""
+        return await self._do(self._core.tombstone(node_ids))
+
+    async def tombstone_orphans(self) -> int:
+        """Hide every committed orphan; return how many were hidden."""
+        return await self._do(self._core.tombstone_orphans())
+
+
+class LifecycleStreamBase(abc.ABC):
+    """Lifecycle events as an async iterator. Subscribed from creation
+    until :meth:`close` (or the end of a ``with`` block); events emitted
+    meanwhile are buffered, then iteration ends."""
+
+    def __init__(self, hooks: Hooks) -> None:
+        self._unsubscribe = hooks.on_lifecycle(self._put)
+
+    @abc.abstractmethod
+    def _put(self, event: fx.LifecycleEvent) -> None: ...
+
+    @abc.abstractmethod
+    def _end(self) -> None: ...
+
+    @abc.abstractmethod
+    async def __anext__(self) -> fx.LifecycleEvent: ...
+
+    def __aiter__(self) -> LifecycleStreamBase:
+        return self
+
+    def close(self) -> None:
+        """Stop listening; iteration ends after the buffered events."""
+        self._unsubscribe()
+        self._end()
+
+    def __enter__(self) -> LifecycleStreamBase:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncDriver(DriverBase, Generic[S], abc.ABC):
+    """Opens sessions on an event loop; see :class:`~._base.DriverBase`
+    for the arguments."""
+
+    @property
+    @abc.abstractmethod
+    def _session_class(self) -> Callable[[SessionCore], S]: ...
+
+    @abc.abstractmethod
+    async def _in_thread(self, call: Callable[[], T]) -> T: ...
+
+    async def _start(self, plan: Callable[[SessionCore], Plan[None]]) -> S:
+        core = self._new_core()
+        session = self._session_class(core)
+        await session._do(plan(core))
+        return session
+
+    async def open(
+        self,
+        policy: SessionPolicy,
+        session_id: str = "",
+        *,
+        residency: Residency = Residency.KEEP_ALL,
+    ) -> S:
+        """Open the session ``session_id`` or create it (a fresh id when
+        empty). Raises :class:`~lash_machine.errors.ModelSpecMissing` when no
+        model is named anywhere."""
+        return await self._start(lambda core: core.open(policy, session_id, residency))
+
+    async def restore(
+        self,
+        state: SessionState,
+        policy: SessionPolicy,
+        *,
+        residency: Residency = Residency.KEEP_ALL,
+    ) -> S:
+        """Rebuild a session from a state in hand (no store read)."""
+        return await self._start(lambda core: core.restore(state, policy, residency))
+
+    async def resume(self, parked: ParkedSession, *, residency: Residency | None = None) -> S:
+        """Load a parked session (a stored session may have moved on since
+        the handle was made; the store's head wins)."""
+        return await self._start(lambda core: core.resume(parked, residency))
+
+    async def vacuum(self) -> VacuumReport:
+        """Physically remove tombstoned nodes and forgotten intents."""
+        store = self._local_store()
+        return await self._in_thread(store.vacuum)
