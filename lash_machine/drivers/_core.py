@@ -28,7 +28,7 @@ from ..machine import step
 from ..model import JSON, NodeKind, ParkedSession, Residency, SessionNode, SessionPolicy
 from ..state import MachineState, Phase, SessionState
 from .hooks import Hooks
-from .store_effects import STORE_REQUESTS, EffectRunner, Outcome, StoreFailure
+from .store_effects import STORE_REQUESTS, EffectRunner, Outcome, StoreFailure, StoreResult
 
 __all__ = ["Done", "Exchange", "Plan", "SessionCore"]
 
@@ -45,6 +45,25 @@ def _expect(reply: fx.Reply, kind: type[R]) -> R:
     if not isinstance(reply, kind):
         raise TypeError(f"the machine answered {type(reply).__name__}, expected {kind.__name__}")
     return reply
+
+
+#: The result events that may answer each store request (besides EffectFailed).
+_ANSWERS: dict[type, tuple[type, ...]] = {
+    fx.LoadGraph: (ev.GraphLoaded,),
+    fx.LoadNode: (ev.LoadNodeResult,),
+    fx.Commit: (ev.Committed, ev.CommitConflicted),
+    fx.TombstoneNodes: (ev.Tombstoned,),
+    fx.RecordAttachmentIntent: (ev.IntentRecorded,),
+}
+
+
+def _mismatch(request: fx.StoreRequest, result: StoreResult) -> str:
+    """Why ``result`` cannot be the answer to ``request`` ("" when it can)."""
+    if result.request_id != request.request_id:
+        return f"asked request {request.request_id}, the runner answered {result.request_id}"
+    if not isinstance(result, (ev.EffectFailed, *_ANSWERS[type(request)])):
+        return f"{type(result).__name__} does not answer {type(request).__name__}"
+    return ""
 
 
 @attrs.frozen
@@ -86,19 +105,18 @@ class Exchange:
     def feed(self, outcome: Outcome) -> None:
         """Feed the outcome of :attr:`request` to the machine.
 
-        A result that does not answer the request (another request id, or
-        one the machine refuses) is never fed: the request is failed with
-        ``"protocol_error"`` instead, so the machine stops waiting for it.
+        A result that does not answer the request (another request id or
+        kind) is never fed, so the machine never sees a stale or forged
+        result; the request is failed with ``"protocol_error"`` instead, so
+        the machine stops waiting for it. The same happens when the machine
+        refuses a result's content (a read of another session, say).
         """
         request = self._claim()
         result, error = outcome.result, outcome.error
-        if result.request_id != request.request_id:
-            error = StoreFailure(
-                type(self.command).__name__,
-                "protocol_error",
-                f"asked request {request.request_id}, the runner answered {result.request_id}",
-            )
-            result = ev.EffectFailed(request.request_id, "protocol_error", str(error))
+        mismatch = _mismatch(request, result)
+        if mismatch:
+            error = StoreFailure(type(self.command).__name__, "protocol_error", mismatch)
+            result = ev.EffectFailed(request.request_id, "protocol_error", mismatch)
         try:
             effects = self._core.step(result)
         except ProtocolError as refused:

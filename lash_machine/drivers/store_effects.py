@@ -33,6 +33,7 @@ __all__ = [
     "EffectRunner",
     "Outcome",
     "StoreFailure",
+    "StoreResult",
     "StoreRunner",
     "carry_out",
     "failure_code",
