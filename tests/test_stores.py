@@ -1,16 +1,16 @@
-"""The conformance suite against every store this package ships."""
+"""The conformance suite against the in-memory reference store, and what
+every store module promises on import."""
 
 from __future__ import annotations
 
-import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
 import pytest
 
-from lash_machine.stores.base import SessionStore
-from lash_machine.stores.memory import MemoryStore
-from lash_machine.stores.sqlite import SQLiteStore
+from lash_machine.stores import MemoryStore, SessionStore, SQLiteStore
 from lash_machine.testing.conformance import StoreConformance
 
 
@@ -39,35 +39,24 @@ class TestMemoryStore(StoreConformance):
         pytest.skip("MemoryStore has no schema: nothing outlives the process")
 
 
-class TestSQLiteStore(StoreConformance):
-    def make_store(self, tmp_path: Path) -> SessionStore:
-        return SQLiteStore(tmp_path / "store.db")
+def test_every_store_satisfies_the_protocol(tmp_path: Path) -> None:
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "s.db")):
+        assert isinstance(store, SessionStore)
+        store.close()
 
-    def _raw(self, store: SessionStore, sql: str, params: tuple[object, ...]) -> None:
-        assert isinstance(store, SQLiteStore)
-        conn = sqlite3.connect(store.path, isolation_level=None)
-        try:
-            conn.execute(sql, params)
-        finally:
-            conn.close()
 
-    def corrupt_node(
-        self, store: SessionStore, session_id: str, node_id: str, column: str, value: str
-    ) -> None:
-        assert column in {"body", "kind"}
-        self._raw(
-            store,
-            f"UPDATE lash_nodes SET {column} = ? WHERE session_id = ? AND node_id = ?",
-            (value, session_id, node_id),
-        )
+def test_importing_stores_does_not_import_psycopg() -> None:
+    code = (
+        "import sys, lash_machine.stores as s; "
+        "assert 'psycopg' not in sys.modules, 'psycopg imported eagerly'; "
+        "assert s.PostgresStore.__name__ == 'PostgresStore'; "
+        "assert 'psycopg' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
-    def corrupt_session(
-        self, store: SessionStore, session_id: str, column: str, value: str
-    ) -> None:
-        assert column == "policy"
-        self._raw(
-            store, "UPDATE lash_sessions SET policy = ? WHERE session_id = ?", (value, session_id)
-        )
 
-    def set_schema_version(self, store: SessionStore, version: int) -> None:
-        self._raw(store, f"PRAGMA user_version = {int(version)}", ())
+def test_unknown_attributes_of_the_package_raise() -> None:
+    from lash_machine import stores
+
+    with pytest.raises(AttributeError):
+        _ = stores.NoSuchStore

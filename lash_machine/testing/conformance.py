@@ -23,6 +23,8 @@ never silently passed.
 from __future__ import annotations
 
 import abc
+import multiprocessing
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +57,20 @@ from ..persisted import (
 )
 from ..stores.base import SessionStore
 
-__all__ = ["POLICY", "StoreConformance", "make_commit", "make_node"]
+__all__ = [
+    "POLICY",
+    "RACE_SESSION",
+    "RaceOutcome",
+    "StoreConformance",
+    "chain",
+    "check_race",
+    "make_commit",
+    "make_node",
+    "prepare_race",
+    "race_contender",
+    "race_in_processes",
+    "run_threads",
+]
 
 #: The policy the suite's commits carry.
 POLICY = SessionPolicy(model=ModelSpec(id="test-model", context_window=8192), provider_id="test")
@@ -143,6 +158,148 @@ def run_threads(count: int, work: Callable[[int], object]) -> list[object]:
     for thread in threads:
         thread.join(timeout=60)
     return results
+
+
+#: One contender's outcome in a commit race: (round, contender, head it
+#: committed against, result). The result is the revision it won, the
+#: ``(expected, actual)`` of the conflict it got, or the ``repr`` of any other
+#: error. Plain data, so it crosses a process boundary.
+RaceOutcome = tuple[int, int, int, "int | tuple[int | None, int | None] | str"]
+
+#: The session the race helpers commit to.
+RACE_SESSION = "race"
+
+
+def prepare_race(store: SessionStore, contenders: int, rounds: int) -> None:
+    """Create the race session (a root and a ``marker`` node) and record an
+    attachment intent for every contender of every round."""
+    store.commit(make_commit(RACE_SESSION, None, [make_node("marker"), make_node("root")]))
+    for round_no in range(rounds):
+        for contender in range(contenders):
+            name = _contender(round_no, contender)
+            store.record_intent(AttachmentIntent(RACE_SESSION, name, f"mem://{name}", 1.0))
+
+
+def _contender(round_no: int, contender: int) -> str:
+    return f"r{round_no}c{contender}"
+
+
+def _contender_commit(
+    head: int, leaf_id: str | None, round_no: int, contender: int
+) -> SessionCommit:
+    # Everything a commit can change, so a half-applied loser would show:
+    # three nodes, a repair of the shared marker, an adoption, a checkpoint.
+    name = _contender(round_no, contender)
+    nodes = chain(f"{name}-", 3, leaf_id)
+    return make_commit(
+        RACE_SESSION,
+        head,
+        nodes,
+        reparented=[Reparent("marker", nodes[0].node_id)],
+        adopt=[name],
+        host_checkpoint={"winner": name},
+    )
+
+
+def race_contender(
+    open_store: Callable[[], SessionStore],
+    contender: int,
+    rounds: int,
+    barrier: Any,
+    report: Callable[[RaceOutcome], object],
+    *,
+    close: bool = True,
+) -> None:
+    """One contender of a commit race, for a thread or a child process.
+
+    Each round: wait for every contender, read the head, wait again (so all
+    read the same head), then commit against it and ``report`` the outcome.
+    ``barrier`` is a ``threading.Barrier`` or a ``multiprocessing`` one;
+    ``open_store`` must be picklable for a child process (for example
+    ``functools.partial(SQLiteStore, path)``).
+    """
+    store = open_store()
+    try:
+        for round_no in range(rounds):
+            barrier.wait(timeout=60)
+            loaded = store.load_graph(RACE_SESSION, ActivePath())
+            assert loaded is not None
+            barrier.wait(timeout=60)
+            commit = _contender_commit(loaded.head_revision, loaded.leaf_id, round_no, contender)
+            outcome: int | tuple[int | None, int | None] | str
+            try:
+                outcome = store.commit(commit)
+            except HeadRevisionConflict as exc:
+                outcome = (exc.expected, exc.actual)
+            except StoreError as exc:
+                outcome = repr(exc)
+            report((round_no, contender, loaded.head_revision, outcome))
+    finally:
+        if close:
+            store.close()
+
+
+def check_race(
+    store: SessionStore, outcomes: Sequence[RaceOutcome], contenders: int, rounds: int
+) -> None:
+    """Assert a finished race went right: one winner per revision, every
+    loser told so, and nothing of any loser's commit applied."""
+    assert len(outcomes) == contenders * rounds, outcomes
+    winners: list[str] = []
+    for round_no in range(rounds):
+        this_round = [o for o in outcomes if o[0] == round_no]
+        heads = {o[2] for o in this_round}
+        assert heads == {round_no + 1}, this_round
+        won = [o for o in this_round if isinstance(o[3], int)]
+        assert [o[3] for o in won] == [round_no + 2], this_round
+        for _, contender, head, outcome in this_round:
+            name = _contender(round_no, contender)
+            if not isinstance(outcome, int):
+                assert outcome == (head, head + 1), this_round
+                assert all(store.load_node(RACE_SESSION, f"{name}-{i}") is None for i in range(3))
+            else:
+                winners.append(name)
+    loaded = store.load_graph(RACE_SESSION, FullGraph())
+    assert loaded is not None
+    assert loaded.head_revision == rounds + 1
+    assert ids(loaded) == ["marker", "root", *(f"{w}-{i}" for w in winners for i in range(3))]
+    assert ids(store.load_graph(RACE_SESSION, ActivePath())) == [
+        "root",
+        *(f"{w}-{i}" for w in winners for i in range(3)),
+    ]
+    assert loaded.host_checkpoint == {"winner": winners[-1]}
+    assert loaded.nodes[0].parent_id == f"{winners[-1]}-0"
+    unadopted = {i.attachment_id for i in store.list_uncommitted(2.0)}
+    everyone = {_contender(r, c) for r in range(rounds) for c in range(contenders)}
+    assert unadopted == everyone - set(winners)
+
+
+def race_in_processes(
+    opener: Callable[[], SessionStore], contenders: int, rounds: int
+) -> list[RaceOutcome]:
+    """Run :func:`race_contender` in ``contenders`` processes started with
+    ``spawn`` (each opens its own store through the picklable ``opener``)
+    and collect every outcome for :func:`check_race`."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(contenders)
+    results = ctx.Queue()
+    processes = [
+        ctx.Process(target=race_contender, args=(opener, i, rounds, barrier, results.put))
+        for i in range(contenders)
+    ]
+    for process in processes:
+        process.start()
+    outcomes: list[RaceOutcome] = []
+    try:
+        for _ in range(contenders * rounds):
+            outcomes.append(results.get(timeout=60))
+    except queue.Empty:
+        pytest.fail(f"the race stalled after {len(outcomes)} outcomes: {outcomes}")
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+    assert [p.exitcode for p in processes] == [0] * contenders
+    return outcomes
 
 
 class StoreConformance(abc.ABC):
@@ -609,27 +766,16 @@ class StoreConformance(abc.ABC):
     # -- concurrency -------------------------------------------------------
 
     def test_concurrent_committers_have_one_winner_per_revision(self, store: SessionStore) -> None:
-        store.commit(make_commit("s", None, [make_node("root")]))
-        rounds = 5
-        winners: list[str] = []
-        for head in range(1, rounds + 1):
+        rounds = 4
+        prepare_race(store, self.threads, rounds)
+        outcomes: list[RaceOutcome] = []
+        barrier = threading.Barrier(self.threads)
 
-            def attempt(i: int, head: int = head) -> int:
-                node = make_node(f"r{head}-t{i}", "root")
-                return store.commit(make_commit("s", head, [node]))
+        def contend(i: int) -> None:
+            race_contender(lambda: store, i, rounds, barrier, outcomes.append, close=False)
 
-            results = run_threads(self.threads, attempt)
-            won = [i for i, r in enumerate(results) if r == head + 1]
-            lost = [r for r in results if isinstance(r, HeadRevisionConflict)]
-            assert len(won) == 1, results
-            assert len(lost) == self.threads - 1, results
-            assert all(c.expected == head and c.actual == head + 1 for c in lost)
-            winners.append(f"r{head}-t{won[0]}")
-        loaded = store.load_graph("s", FullGraph())
-        assert loaded is not None
-        assert loaded.head_revision == rounds + 1
-        assert ids(loaded) == ["root", *winners]
-        assert loaded.leaf_id == winners[-1]
+        assert run_threads(self.threads, contend) == [None] * self.threads
+        check_race(store, outcomes, self.threads, rounds)
 
     def test_concurrent_creators_have_one_winner(self, store: SessionStore) -> None:
         def attempt(i: int) -> int:

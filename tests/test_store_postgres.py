@@ -1,0 +1,171 @@
+"""PostgresStore against a real server: the conformance suite, plus what
+only PostgreSQL has (schema setup under an advisory lock, the pool, NUL)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from lash_machine.errors import SchemaVersionMismatch, StoreError
+from lash_machine.persisted import ActivePath
+from lash_machine.stores.base import SCHEMA_VERSION, SessionStore
+from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore
+from lash_machine.testing.conformance import (
+    RaceOutcome,
+    StoreConformance,
+    chain,
+    check_race,
+    make_commit,
+    make_node,
+    prepare_race,
+    race_contender,
+    race_in_processes,
+    run_threads,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def dsn(postgres_dsn: str) -> Iterator[str]:
+    """A DSN whose search_path is a fresh, empty schema, dropped afterwards:
+    tests stay isolated without paying for a database each."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    yield psycopg.conninfo.make_conninfo(postgres_dsn, options=f"-c search_path={name}")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+def _raw(dsn: str, query: str, params: tuple[object, ...] = ()) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(query, params)
+
+
+class TestPostgresStore(StoreConformance):
+    supports_nul = False
+
+    @pytest.fixture(autouse=True)
+    def _dsn(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def make_store(self, tmp_path: Path) -> SessionStore:
+        return PostgresStore(self.dsn, max_size=self.threads + 2)
+
+    def corrupt_node(
+        self, store: SessionStore, session_id: str, node_id: str, column: str, value: str
+    ) -> None:
+        assert column in {"body", "kind"}
+        _raw(
+            self.dsn,
+            f"UPDATE lash_nodes SET {column} = %s WHERE session_id = %s AND node_id = %s",
+            (value, session_id, node_id),
+        )
+
+    def corrupt_session(
+        self, store: SessionStore, session_id: str, column: str, value: str
+    ) -> None:
+        assert column == "policy"
+        _raw(
+            self.dsn,
+            "UPDATE lash_sessions SET policy = %s WHERE session_id = %s",
+            (value, session_id),
+        )
+
+    def set_schema_version(self, store: SessionStore, version: int) -> None:
+        _raw(self.dsn, "UPDATE lash_schema SET version = %s", (version,))
+
+
+def test_the_schema_version_is_stored(dsn: str) -> None:
+    PostgresStore(dsn).close()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT version FROM lash_schema").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_concurrent_openers_of_an_empty_database_create_the_schema_once(dsn: str) -> None:
+    def open_and_commit(i: int) -> int:
+        store = PostgresStore(dsn)
+        try:
+            return store.commit(make_commit(f"s{i}", None, [make_node("a")]))
+        finally:
+            store.close()
+
+    assert run_threads(8, open_and_commit) == [1] * 8
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM lash_schema").fetchone() == (1,)
+
+
+def test_tables_without_a_version_row_are_refused(dsn: str) -> None:
+    _raw(dsn, "CREATE TABLE lash_sessions (x int)")
+    with pytest.raises(SchemaVersionMismatch) as caught:
+        PostgresStore(dsn)
+    assert caught.value.found == 0
+
+
+def test_an_unreachable_server_is_a_store_error() -> None:
+    with pytest.raises(StoreError):
+        PostgresStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", timeout=1.0)
+
+
+def test_active_path_plans_probe_the_primary_key_even_when_generic(dsn: str) -> None:
+    # A session of 50k nodes, 50 of them on the path. Whether planned for
+    # these values or generically (as a prepared statement may be), the
+    # path query probes the primary key and never scans the session.
+    store = PostgresStore(dsn)
+    store.commit(make_commit("s", None, chain("n", 50)))
+    _raw(
+        dsn,
+        "INSERT INTO lash_nodes (session_id, node_id, seq, parent_id, kind, created_at, body)"
+        " SELECT 's', 'off' || i, 100 + i, 'n0', 'message', 1.0, '{}'"
+        " FROM generate_series(1, 50000) AS i",
+    )
+    _raw(dsn, "ANALYZE lash_nodes")
+    loaded = store.load_graph("s", ActivePath())
+    assert loaded is not None
+    assert [n.node_id for n in loaded.nodes] == [f"n{i}" for i in range(50)]
+    store.close()
+    query = _SELECT_PATH.replace("%(sid)s", "$1").replace("%(leaf)s", "$2")
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"SET plan_cache_mode = {mode}")
+            conn.execute(f"PREPARE path_query (text, text) AS {query}")
+            plan = "\n".join(
+                row[0] for row in conn.execute("EXPLAIN EXECUTE path_query ('s', NULL)")
+            )
+        assert "Index Scan using lash_nodes_pkey" in plan, plan
+        assert "Seq Scan on lash_nodes" not in plan, plan
+
+
+def test_threads_with_their_own_stores_race_one_winner_per_revision(dsn: str) -> None:
+    setup = PostgresStore(dsn)
+    contenders, rounds = 8, 3
+    prepare_race(setup, contenders, rounds)
+    outcomes: list[RaceOutcome] = []
+    barrier = threading.Barrier(contenders)
+    opener = functools.partial(PostgresStore, dsn, max_size=2)
+
+    def contend(i: int) -> None:
+        race_contender(opener, i, rounds, barrier, outcomes.append)
+
+    assert run_threads(contenders, contend) == [None] * contenders
+    check_race(setup, outcomes, contenders, rounds)
+    setup.close()
+
+
+def test_processes_race_one_winner_per_revision(dsn: str) -> None:
+    setup = PostgresStore(dsn)
+    contenders, rounds = 4, 3
+    prepare_race(setup, contenders, rounds)
+    outcomes = race_in_processes(
+        functools.partial(PostgresStore, dsn, max_size=2), contenders, rounds
+    )
+    check_race(setup, outcomes, contenders, rounds)
+    setup.close()
