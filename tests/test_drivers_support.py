@@ -79,11 +79,13 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 
 class Gate:
     """Holds one store call: ``entered`` is set once the call is waiting,
-    ``release`` lets it go on (or raise ``fail``)."""
+    ``release`` lets it go on (or raise ``fail``), ``done`` is set when it
+    has returned."""
 
     def __init__(self, fail: BaseException | None = None) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.done = threading.Event()
         self.fail = fail
 
 
@@ -105,12 +107,16 @@ class HeldStore:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             gate = self._gates.pop(name, None)
-            if gate is not None:
+            if gate is None:
+                return real(*args, **kwargs)
+            try:
                 gate.entered.set()
                 assert gate.release.wait(10), "the test never released the gate"
                 if gate.fail is not None:
                     raise gate.fail
-            return real(*args, **kwargs)
+                return real(*args, **kwargs)
+            finally:
+                gate.done.set()
 
         return call
 

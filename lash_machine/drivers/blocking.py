@@ -76,16 +76,20 @@ class Session:
     def _carry_out(self, exchange: Exchange) -> None:
         request, runner = exchange.request, self._core.runner
         assert request is not None and runner is not None
-        job = self._pool.submit(runner, request)
-        if not isinstance(request, WRITES):
-            try:
-                outcome = job.result()
-            except BaseException:  # interrupted: the machine must not keep waiting
-                exchange.cancel("interrupted")
-                raise
-            exchange.feed(outcome)
+        try:
+            job = self._pool.submit(runner, request)
+        except BaseException:  # interrupted (or the pool is shut down): nothing was sent
+            exchange.cancel("interrupted")
+            raise
+        if isinstance(request, WRITES):
+            _outlast(exchange, job)
             return
-        _outlast(exchange, job)
+        try:
+            outcome = _wait(job).result()
+        except BaseException:  # interrupted: the machine must not keep waiting
+            exchange.cancel("interrupted")
+            raise
+        exchange.feed(outcome)
 
     # ---- what the session is ------------------------------------------------------
 
@@ -178,14 +182,25 @@ class Session:
         return self._do(self._core.tombstone_orphans())
 
 
+#: How often a wait wakes up. A signal that arrives just before a blocking
+#: wait starts is only handled when the wait returns: waking regularly keeps
+#: Ctrl-C prompt.
+_POLL = 0.1
+
+
+def _wait(job: concurrent.futures.Future[Outcome]) -> concurrent.futures.Future[Outcome]:
+    while not job.done():
+        concurrent.futures.wait([job], timeout=_POLL)
+    return job
+
+
 def _outlast(exchange: Exchange, job: concurrent.futures.Future[Outcome]) -> None:
     """Wait for a write through interrupts, feed its real outcome, then
     re-raise the first interrupt."""
     interrupted: BaseException | None = None
-    while True:
+    while not job.done():
         try:
-            concurrent.futures.wait([job])
-            break
+            _wait(job)
         except BaseException as error:  # an interrupt: the write may be applied, keep waiting
             interrupted = interrupted or error
     failure = job.exception()
