@@ -143,14 +143,19 @@ class Awaiting:
 Scenario = Callable[..., Awaitable[None]]
 
 
-def run_scenario(kind: str, scenario: Scenario, *stores: SessionStore) -> None:
-    """Run ``scenario(driver, ...)`` with one driver of ``kind`` per store."""
+def _driver(module: Any, config: Any) -> Any:
+    return module.Driver(**config) if isinstance(config, dict) else module.Driver(config)
+
+
+def run_scenario(kind: str, scenario: Scenario, *configs: Any) -> None:
+    """Run ``scenario(driver, ...)`` with one driver of ``kind`` per config:
+    a store, or a dict of the driver's keyword arguments."""
     if kind == "asyncio":
-        asyncio.run(scenario(*[asyncio_driver.Driver(s) for s in stores]))
+        asyncio.run(scenario(*[_driver(asyncio_driver, c) for c in configs]))
     elif kind == "trio":
-        trio.run(scenario, *[trio_driver.Driver(s) for s in stores])
+        trio.run(scenario, *[_driver(trio_driver, c) for c in configs])
     else:
-        drivers = [blocking_driver.Driver(s) for s in stores]
+        drivers = [_driver(blocking_driver, c) for c in configs]
         try:
             asyncio.run(scenario(*[Awaiting(d) for d in drivers]))
         finally:
