@@ -7,7 +7,14 @@ effect is fanned out to each, in registration order).
 
 Hooks run on the driver's thread (the event loop, for the async drivers),
 after the machine has taken the step that produced the effect. Keep them
-quick; to do IO, hand the work to a task of your own.
+quick; to do IO, hand the work to a task of your own, and never call back
+into the same session from a hook (its calls are serialized).
+
+A hook that raises does not stop the others, nor the machine: the call that
+produced the effect finishes, then raises the first hook error. The
+session is then in the state the call put it in (an open or resume that
+raised this way leaves only an unchanged, already stored session behind;
+retry it).
 """
 
 from __future__ import annotations
