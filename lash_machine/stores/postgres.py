@@ -1,11 +1,12 @@
 """The server store: PostgreSQL through psycopg 3 and a connection pool.
 
-Commits are one transaction whose first statement is the compare-and-set: a
-conditional ``UPDATE ... WHERE head_revision = %s`` (or, for a session's first
-commit, ``INSERT ... ON CONFLICT DO NOTHING``). The row lock it takes orders
-concurrent committers; the loser's statement matches no row and its
-transaction is rolled back. Statements are pipelined, so a commit costs two
-round trips and a read one.
+A commit is one SQL statement (so one transaction and one round trip)
+whose first part is the compare-and-set: a conditional
+``UPDATE ... WHERE head_revision = %s`` (or, for a session's first commit,
+``INSERT ... ON CONFLICT DO NOTHING``). The row lock it takes orders
+concurrent committers; for the loser it matches no row, and every other
+write of the statement reads from it, so nothing of the loser is written.
+A read is one pipelined round trip.
 
 PostgreSQL ``text`` cannot hold NUL characters: writing an id (or URI) with
 one raises :class:`StoreError`; reads of such ids find nothing.
@@ -20,6 +21,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import HeadRevisionConflict, SchemaVersionMismatch, StoreError
@@ -34,7 +36,14 @@ from ..persisted import (
     StoredSession,
     VacuumReport,
 )
-from ._rows import decode_node, decode_session, encode_node, encode_session, path_root_first
+from ._rows import (
+    decode_node,
+    decode_session,
+    encode_node,
+    encode_session,
+    path_root_first,
+    with_parent,
+)
 from .base import SCHEMA_VERSION
 
 __all__ = ["PostgresStore"]
@@ -131,29 +140,52 @@ _SELECT_NODE = (
     " WHERE session_id = %s AND node_id = %s AND NOT tombstoned"
 )
 _SELECT_HEAD = "SELECT head_revision FROM lash_sessions WHERE session_id = %s"
-_CREATE_SESSION = """
+
+# A commit is ONE statement, so it is atomic without BEGIN/COMMIT and costs
+# one round trip. The first CTE is the compare-and-set; every other part
+# reads from it, so when it matches no row (another writer won) nothing else
+# is written. Its row lock orders concurrent committers. All data-modifying
+# CTEs share one snapshot: reparents of nodes appended by the same commit
+# are folded into the inserted rows beforehand.
+_CAS_CREATE = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at)
-VALUES (%s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+VALUES (%(sid)s, 1, %(count)s, %(count)s, %(leaf)s, %(policy)s, %(frames)s, %(frame)s,
+    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s)
 ON CONFLICT (session_id) DO NOTHING
-RETURNING 0
+RETURNING 0::bigint AS first_seq
 """
-_ADVANCE_SESSION = """
-UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = next_seq + %s,
-    live_nodes = live_nodes + %s, leaf_id = %s, policy = %s, frames = %s,
-    current_frame_id = %s, tool_snapshot = %s, plugin_snapshot = %s, host_checkpoint = %s,
-    updated_at = %s
-WHERE session_id = %s AND head_revision = %s
-RETURNING next_seq - %s
+_CAS_ADVANCE = """
+UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = next_seq + %(count)s,
+    live_nodes = live_nodes + %(count)s, leaf_id = %(leaf)s, policy = %(policy)s,
+    frames = %(frames)s, current_frame_id = %(frame)s, tool_snapshot = %(tools)s,
+    plugin_snapshot = %(plugins)s, host_checkpoint = %(checkpoint)s, updated_at = %(now)s
+WHERE session_id = %(sid)s AND head_revision = %(expected)s
+RETURNING next_seq - %(count)s AS first_seq
 """
-_INSERT_NODE = f"""
-INSERT INTO lash_nodes (session_id, seq, {_NODE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-"""
-_REPARENT = "UPDATE lash_nodes SET parent_id = %s WHERE session_id = %s AND node_id = %s"
-_ADOPT = (
-    "UPDATE lash_attachment_intents SET committed = true"
-    " WHERE session_id = %s AND attachment_id = %s"
+_COMMIT_REST = """,
+appended AS (
+    INSERT INTO lash_nodes (session_id, seq, node_id, parent_id, kind, frame_id, created_at, body)
+    SELECT %(sid)s, cas.first_seq + r.ord - 1, r.node_id, r.parent_id, r.kind, r.frame_id,
+           r.created_at, r.body
+      FROM cas, unnest(%(ids)s::text[], %(parents)s::text[], %(kinds)s::text[],
+                       %(frames_of)s::text[], %(times)s::float8[], %(bodies)s::text[])
+           WITH ORDINALITY AS r(node_id, parent_id, kind, frame_id, created_at, body, ord)
+),
+reparented AS (
+    UPDATE lash_nodes AS n SET parent_id = r.parent_id
+      FROM cas, unnest(%(moved)s::text[], %(new_parents)s::text[]) AS r(node_id, parent_id)
+     WHERE n.session_id = %(sid)s AND n.node_id = r.node_id
+),
+adopted AS (
+    UPDATE lash_attachment_intents AS i SET committed = true
+      FROM cas
+     WHERE i.session_id = %(sid)s AND i.attachment_id = ANY(%(adopt)s::text[])
 )
+SELECT first_seq FROM cas
+"""
+_COMMIT_CREATE = f"WITH cas AS ({_CAS_CREATE})" + _COMMIT_REST
+_COMMIT_ADVANCE = f"WITH cas AS ({_CAS_ADVANCE})" + _COMMIT_REST
 
 
 def _has_nul(*values: object) -> bool:
@@ -252,11 +284,18 @@ class PostgresStore:
         if _has_nul(*params.values()):
             return None
         with self._connection() as conn:
-            # One snapshot for the session row and its nodes, one round trip.
-            with conn.pipeline(), conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                session_cur = conn.execute(_SELECT_SESSION, (session_id,))
-                nodes_cur = conn.execute(nodes_query, params)
+            # One snapshot for the session row and its nodes, in one round
+            # trip. BEGIN and COMMIT are plain pipelined statements:
+            # conn.transaction() would add a sync (a round trip) of its own.
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    session_cur = conn.execute(_SELECT_SESSION, (session_id,))
+                    nodes_cur = conn.execute(nodes_query, params)
+                    conn.execute("COMMIT")
+            finally:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
             row = session_cur.fetchone()
             rows = nodes_cur.fetchall()
         if row is None:
@@ -280,7 +319,7 @@ class PostgresStore:
 
     def commit(self, commit: SessionCommit) -> int:
         """Apply ``commit`` when the stored head equals its expected head,
-        in one transaction opened by the compare-and-set."""
+        in one statement that starts with the compare-and-set."""
         sid = commit.session_id
         session = encode_session(commit)
         appended = [encode_node(sid, n) for n in commit.delta.appended]
@@ -293,50 +332,47 @@ class PostgresStore:
             *(value for r in commit.delta.reparented for value in (r.node_id, r.parent_id)),
             *commit.adopt_attachments,
         )
-        columns = (
-            session.leaf_id,
-            session.policy,
-            session.frames,
-            session.current_frame_id,
-            session.tool_snapshot,
-            session.plugin_snapshot,
-            session.host_checkpoint,
-            time.time(),
-        )
-        count = len(appended)
+        # Reparents of nodes this commit appends are folded into their rows
+        # (the UPDATE cannot see rows the same statement inserts); the
+        # last repair of a node wins, as if applied in order.
+        repairs = {r.node_id: r.parent_id for r in commit.delta.reparented}
+        rows = [
+            with_parent(row, repairs.pop(row[0])) if row[0] in repairs else row for row in appended
+        ]
+        params = {
+            "sid": sid,
+            "expected": commit.expected_head,
+            "count": len(rows),
+            "leaf": session.leaf_id,
+            "policy": session.policy,
+            "frames": session.frames,
+            "frame": session.current_frame_id,
+            "tools": session.tool_snapshot,
+            "plugins": session.plugin_snapshot,
+            "checkpoint": session.host_checkpoint,
+            "now": time.time(),
+            "ids": [row[0] for row in rows],
+            "parents": [row[1] for row in rows],
+            "kinds": [row[2] for row in rows],
+            "frames_of": [row[3] for row in rows],
+            "times": [row[4] for row in rows],
+            "bodies": [row[5] for row in rows],
+            "moved": list(repairs),
+            "new_parents": list(repairs.values()),
+            "adopt": list(commit.adopt_attachments),
+        }
+        query = _COMMIT_CREATE if commit.expected_head is None else _COMMIT_ADVANCE
         with self._connection() as conn:
+            # The fencing token is checked here once sessions hold leases.
             try:
-                with conn.pipeline(), conn.transaction():
-                    # The fencing token is checked here once sessions hold leases.
-                    if commit.expected_head is None:
-                        cas = conn.execute(_CREATE_SESSION, (sid, count, count, *columns))
-                    else:
-                        cas = conn.execute(
-                            _ADVANCE_SESSION,
-                            (count, count, *columns, sid, commit.expected_head, count),
-                        )
-                    won = cas.fetchone()  # waits for the compare-and-set
-                    if won is None:
-                        actual = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
-                        raise HeadRevisionConflict(
-                            sid, commit.expected_head, None if actual is None else actual[0]
-                        )
-                    first_seq = won[0]
-                    with conn.cursor() as cur:
-                        if appended:
-                            cur.executemany(
-                                _INSERT_NODE,
-                                [(sid, first_seq + i, *row) for i, row in enumerate(appended)],
-                            )
-                        if commit.delta.reparented:
-                            cur.executemany(
-                                _REPARENT,
-                                [(r.parent_id, sid, r.node_id) for r in commit.delta.reparented],
-                            )
-                        if commit.adopt_attachments:
-                            cur.executemany(_ADOPT, [(sid, a) for a in commit.adopt_attachments])
+                won = conn.execute(query, params).fetchone()
             except pg_errors.UniqueViolation as exc:
-                raise _duplicate_node(conn, sid, [row[0] for row in appended], exc) from exc
+                raise _duplicate_node(conn, sid, [row[0] for row in rows], exc) from exc
+            if won is None:
+                actual = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
+                raise HeadRevisionConflict(
+                    sid, commit.expected_head, None if actual is None else actual[0]
+                )
         return (commit.expected_head or 0) + 1
 
     # -- maintenance ----------------------------------------------------
@@ -346,18 +382,24 @@ class PostgresStore:
         ids = [i for i in dict.fromkeys(node_ids) if not _has_nul(i)]
         if not ids or _has_nul(session_id):
             return 0
-        with self._connection() as conn, conn.transaction():
-            hidden = conn.execute(
-                "UPDATE lash_nodes SET tombstoned = true"
-                " WHERE session_id = %s AND node_id = ANY(%s) AND NOT tombstoned",
-                (session_id, ids),
-            ).rowcount
-            if hidden:
-                conn.execute(
-                    "UPDATE lash_sessions SET live_nodes = live_nodes - %s WHERE session_id = %s",
-                    (hidden, session_id),
+        with self._connection() as conn:
+            # One statement: the nodes and the session's live count change together.
+            row = conn.execute(
+                """
+                WITH hidden AS (
+                    UPDATE lash_nodes SET tombstoned = true
+                     WHERE session_id = %(sid)s AND node_id = ANY(%(ids)s::text[])
+                       AND NOT tombstoned
+                    RETURNING 1
+                ), counted AS (
+                    UPDATE lash_sessions SET live_nodes = live_nodes - (SELECT count(*) FROM hidden)
+                     WHERE session_id = %(sid)s
                 )
-        return hidden
+                SELECT count(*) FROM hidden
+                """,
+                {"sid": session_id, "ids": ids},
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def vacuum(self) -> VacuumReport:
         """Delete tombstoned nodes for good (:meth:`forget` already deletes
@@ -376,14 +418,17 @@ class PostgresStore:
         return [SessionInfo(r[0], r[1], r[2], r[3]) for r in rows]
 
     def delete_session(self, session_id: str) -> bool:
-        """Remove the session, its nodes and its intents."""
+        """Remove the session, its nodes and its intents (one statement)."""
         if _has_nul(session_id):
             return False
-        with self._connection() as conn, conn.transaction():
-            conn.execute("DELETE FROM lash_nodes WHERE session_id = %s", (session_id,))
-            conn.execute("DELETE FROM lash_attachment_intents WHERE session_id = %s", (session_id,))
+        with self._connection() as conn:
             deleted = conn.execute(
-                "DELETE FROM lash_sessions WHERE session_id = %s", (session_id,)
+                """
+                WITH nodes AS (DELETE FROM lash_nodes WHERE session_id = %(sid)s),
+                     intents AS (DELETE FROM lash_attachment_intents WHERE session_id = %(sid)s)
+                DELETE FROM lash_sessions WHERE session_id = %(sid)s
+                """,
+                {"sid": session_id},
             ).rowcount
         return deleted > 0
 

@@ -502,6 +502,20 @@ class StoreConformance(abc.ABC):
         assert store.commit(commit) == 2
         assert ids(store.load_graph("s", ActivePath())) == ["a", "b", "c"]
 
+    def test_reparent_of_a_node_appended_by_the_same_commit(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a"), make_node("b")]))
+        commit = make_commit(
+            "s",
+            1,
+            [make_node("c", "missing"), make_node("d", "c")],
+            reparented=[Reparent("c", "a"), Reparent("b", "a"), Reparent("b", "c")],
+            leaf_id="d",
+        )
+        assert store.commit(commit) == 2
+        assert ids(store.load_graph("s", ActivePath())) == ["a", "c", "d"]
+        # Repairs apply in order: the last one of a node wins.
+        assert ids(store.load_graph("s", ActivePath("b"))) == ["a", "c", "b"]
+
     # -- active-path reads --------------------------------------------------
 
     def _branchy(self, store: SessionStore) -> None:
