@@ -22,6 +22,7 @@ lost may have been applied; the session's next commit then meets
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from typing import Protocol
@@ -29,7 +30,7 @@ from typing import Protocol
 from . import effects as fx
 from . import events as ev
 from . import wire
-from .drivers.store_effects import STORE_REQUESTS, Outcome, carry_out
+from .drivers.store_effects import STORE_REQUESTS, Outcome, StoreFailure, carry_out
 from .errors import WireError
 from .stores.base import SessionStore
 
@@ -141,7 +142,9 @@ class RemoteStore:
             except (OSError, WireError) as error:
                 # Whatever was half-sent or half-read, the stream is out of step now.
                 self._broken = self._broken or str(error)
-                return Outcome(ev.EffectFailed(rid, "transport_error", str(error)), error)
+                failure = StoreFailure(type(request).__name__, "transport_error", str(error))
+                failure.__cause__ = error
+                return Outcome(ev.EffectFailed(rid, "transport_error", str(error)), failure)
         return Outcome(result)
 
     def _exchange(self, line: bytes, request_id: int) -> ev.Result:
@@ -165,4 +168,5 @@ class RemoteStore:
         """Close the writing end: the serving side sees the end of its stream."""
         close = getattr(self._writer, "close", None)
         if close is not None:
-            close()
+            with contextlib.suppress(OSError):  # already broken: closed either way
+                close()

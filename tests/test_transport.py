@@ -1,0 +1,184 @@
+"""A custom transport: the machine in this process, the store (a SQLite
+file) in a child process, store effects and results as wire JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_drivers_support import DRIVERS, POLICY, run_scenario
+
+from lash_machine import (
+    FullGraph,
+    HeadRevisionConflict,
+    Phase,
+    Residency,
+    WireError,
+    wire,
+)
+from lash_machine import effects as fx
+from lash_machine import events as ev
+from lash_machine.drivers import StoreFailure
+from lash_machine.drivers.asyncio import Driver
+from lash_machine.stores import MemoryStore, SQLiteStore
+from lash_machine.transport import RemoteStore, serve_store
+
+SERVE = (
+    "import sys\n"
+    "from lash_machine.stores import SQLiteStore\n"
+    "from lash_machine.transport import serve_store\n"
+    "serve_store(SQLiteStore(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)\n"
+)
+
+Spawn = Callable[[], tuple[RemoteStore, "subprocess.Popen[bytes]"]]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Start store processes on one SQLite file; each gives a RemoteStore."""
+    children: list[tuple[RemoteStore, subprocess.Popen[bytes]]] = []
+
+    def start() -> tuple[RemoteStore, subprocess.Popen[bytes]]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(tmp_path / "sessions.db")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        children.append((RemoteStore(child.stdout, child.stdin), child))
+        return children[-1]
+
+    yield start
+    for remote, child in children:
+        remote.close()
+        child.wait(timeout=10)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_full_cycle_across_processes(driver: str, spawn: Spawn, tmp_path: Path) -> None:
+    mine, _ = spawn()
+    theirs, _ = spawn()
+
+    async def scenario(driver: Any, other: Any) -> None:
+        session = await driver.open(POLICY)
+        root = await session.append({"text": "question"})
+        old = await session.append({"text": "draft"})
+        await session.branch(root.node_id)
+        await session.append({"text": "answer"})
+        attachment = await session.record_attachment("file:///tmp/figure.png")
+        parked = await session.park()
+
+        lean = await driver.resume(parked, residency=Residency.ACTIVE_PATH_ONLY)
+        assert old.node_id not in lean.state.graph
+        assert await lean.load_node(old.node_id) == old
+        assert await lean.list_orphans() == (old.node_id,)
+
+        # A second process on the same file wins the race; this one learns
+        # the stored head through the wire.
+        rival = await other.resume(parked)
+        await rival.append({"text": "rival"})
+        await rival.park()
+        await lean.append({"text": "late"})
+        with pytest.raises(HeadRevisionConflict) as conflict:
+            await lean.park()
+        assert conflict.value.actual == 2
+        await lean.close(discard=True)
+
+        store = SQLiteStore(tmp_path / "sessions.db")
+        try:
+            stored = store.load_graph(session.session_id, FullGraph())
+            assert stored is not None and stored.head_revision == 2
+            assert old.node_id in {node.node_id for node in stored.nodes}
+            assert attachment not in {i.attachment_id for i in store.list_uncommitted(1e12)}
+        finally:
+            store.close()
+
+    run_scenario(driver, scenario, {"runner": mine}, {"runner": theirs})
+
+
+def test_a_lost_connection_fails_calls_and_leaves_the_session_usable(spawn: Spawn) -> None:
+    remote, child = spawn()
+
+    async def main() -> None:
+        driver = Driver(runner=remote)
+        session = await driver.open(POLICY)
+        await session.append({"text": "unsaved"})
+        child.kill()
+        child.wait(timeout=10)
+        for _ in range(2):  # and again: the broken stream fails fast
+            with pytest.raises(StoreFailure) as failure:
+                await session.save()
+            assert failure.value.code == "transport_error"
+            assert session.phase is Phase.ACTIVE and not session._core.state.outstanding
+        await session.close(discard=True)
+
+    asyncio.run(main())
+
+
+def test_serving_over_a_socket() -> None:
+    store = MemoryStore()
+    ours, theirs = socket.socketpair()
+    server = threading.Thread(
+        target=serve_store, args=(store, theirs.makefile("rb"), theirs.makefile("wb"))
+    )
+    server.start()
+    remote = RemoteStore(ours.makefile("rb"), ours.makefile("wb"))
+
+    async def main() -> None:
+        driver = Driver(runner=remote)
+        session = await driver.open(POLICY, "over-a-socket")
+        node = await session.append({"text": "hi"})
+        parked = await session.park()
+        resumed = await driver.resume(parked)
+        assert resumed.view.leaf_id == node.node_id
+
+    asyncio.run(main())
+    remote.close()
+    ours.shutdown(socket.SHUT_WR)
+    server.join(timeout=10)
+    theirs.close()
+    ours.close()
+    assert store.load_node("over-a-socket", "missing") is None
+
+
+def _serve(*lines: str) -> list[str]:
+    out = io.BytesIO()
+    serve_store(MemoryStore(), io.BytesIO("".join(f"{x}\n" for x in lines).encode()), out)
+    return out.getvalue().decode().splitlines()
+
+
+def test_serve_store_answers_failures_in_order() -> None:
+    request = fx.LoadNode(7, "absent", "n1")
+    malformed = '{"format": 1, "type": "effects.LoadNode", "request_id": 8}'
+    answers = _serve(wire.dumps(request), "", malformed)
+    assert wire.loads(answers[0]) == ev.LoadNodeResult(7, None)
+    failed = wire.loads(answers[1])
+    assert isinstance(failed, ev.EffectFailed) and failed.request_id == 8
+    assert failed.error == "wire_error"
+    assert len(answers) == 2  # the blank line was skipped
+
+
+def test_serve_store_stops_at_a_message_it_cannot_answer() -> None:
+    with pytest.raises(WireError):
+        _serve("not json")
+    with pytest.raises(WireError, match="not a store request"):
+        _serve(wire.dumps(ev.Save()))
+
+
+def test_remote_store_refuses_an_answer_to_another_request() -> None:
+    answer = wire.dumps(ev.LoadNodeResult(99, None)) + "\n"
+    remote = RemoteStore(io.BytesIO(answer.encode()), io.BytesIO())
+    outcome = remote(fx.LoadNode(1, "s", "n"))
+    assert isinstance(outcome.result, ev.EffectFailed)
+    assert outcome.result.error == "transport_error" and outcome.result.request_id == 1
+    # The stream is out of step now: later requests fail without trying.
+    later = remote(fx.LoadNode(2, "s", "n")).result
+    assert isinstance(later, ev.EffectFailed) and "broken" in later.message
