@@ -198,7 +198,7 @@ def test_postgres_answers_like_the_reference(pg_dsn: str) -> None:
 
     @given(st.lists(operations, max_size=20))
     def check(ops: list[object]) -> None:
-        agree(Reused, ops)  # type: ignore[arg-type]
+        agree(Reused, ops)
 
     try:
         check()
