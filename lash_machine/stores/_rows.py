@@ -95,10 +95,23 @@ def _record(data: Any, cls: type[T], session_id: str, what: str) -> T:
 
 
 def encode_node(session_id: str, node: SessionNode) -> NodeRow:
-    """The row of one appended node."""
-    body = dump_json(node.body, f"session {session_id!r}, node {node.node_id!r}: body")
-    kind = node.kind.value if isinstance(node.kind, NodeKind) else str(node.kind)
-    return (node.node_id, node.parent_id, kind, node.frame_id, float(node.created_at), body)
+    """The row of one appended node. A node no store could read back (an
+    unknown kind, an id that is not text) is refused here, before anything
+    is written, rather than stored and reported corrupt on every read."""
+    where = f"session {session_id!r}, node {node.node_id!r}"
+    if type(node.node_id) is not str:
+        raise StoreError(f"{where}: node id must be text")
+    for name, value in (("parent id", node.parent_id), ("frame id", node.frame_id)):
+        if value is not None and type(value) is not str:
+            raise StoreError(f"{where}: {name} must be text or None")
+    kind = _KINDS.get(node.kind.value if isinstance(node.kind, NodeKind) else node.kind)
+    if kind is None:
+        raise StoreError(f"{where}: unknown node kind {node.kind!r}")
+    created_at = node.created_at
+    if isinstance(created_at, bool) or not isinstance(created_at, int | float):
+        raise StoreError(f"{where}: created_at must be a number")
+    body = dump_json(node.body, f"{where}: body")
+    return (node.node_id, node.parent_id, kind.value, node.frame_id, float(created_at), body)
 
 
 def decode_node(session_id: str, row: Sequence[Any]) -> SessionNode:

@@ -477,6 +477,20 @@ class StoreConformance(abc.ABC):
         assert loaded.head_revision == 1
         assert ids(loaded) == ["a"]
 
+    def test_a_node_no_store_could_read_back_is_refused(self, store: SessionStore) -> None:
+        store.commit(make_commit("s", None, [make_node("a")]))
+        wrong: list[dict[str, Any]] = [
+            {"kind": "no-such-kind"},
+            {"created_at": "noon"},
+            {"parent_id": 7},
+            {"node_id": 7},
+        ]
+        for fields in wrong:
+            node = attrs.evolve(make_node("b", "a"), **fields)
+            with pytest.raises(StoreError):
+                store.commit(make_commit("s", 1, [make_node("c", "a"), node], leaf_id="a"))
+        assert ids(store.load_graph("s", FullGraph())) == ["a"]
+
     def test_reparent_rewrites_parents(self, store: SessionStore) -> None:
         store.commit(make_commit("s", None, chain("n", 3)))
         store.commit(make_commit("s", 1, [], leaf_id="n2", reparented=[Reparent("n2", "n0")]))
