@@ -5,26 +5,32 @@ session stays usable."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from test_drivers_support import DRIVERS, POLICY, run_scenario
+from test_drivers_support import DRIVERS, POLICY, HeldStore, run_scenario
 
 from lash_machine import (
+    CorruptRow,
     FullGraph,
     HeadRevisionConflict,
     MachineState,
     Phase,
     Residency,
+    SchemaVersionMismatch,
     StaleResult,
+    StoreError,
     step,
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
-from lash_machine.drivers import Outcome, StoreFailure, StoreRunner
+from lash_machine.drivers import Hooks, Outcome, StoreFailure, StoreRunner
+from lash_machine.drivers._core import SessionCore
+from lash_machine.drivers.store_effects import failure_code
 from lash_machine.stores import SQLiteStore
 
 Forgery = Callable[[fx.StoreRequest, Outcome], Outcome]
@@ -131,3 +137,45 @@ def test_drivers_never_feed_a_forged_result(driver: str, tmp_path: Path) -> None
         run_scenario(driver, scenario, {"runner": runner})
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (CorruptRow("s", "n", "bad JSON"), "corrupt_row"),
+        (SchemaVersionMismatch("sessions.db", 9, 1), "schema_version_mismatch"),
+        (StoreError("disk full"), "store_error"),
+        (sqlite3.OperationalError("database is locked"), "store_error"),
+    ],
+)
+def test_store_errors_map_to_codes_and_are_raised_as_themselves(
+    error: Exception, code: str, tmp_path: Path
+) -> None:
+    held = HeldStore(SQLiteStore(tmp_path / "sessions.db"))
+
+    async def scenario(driver: Any) -> None:
+        session = await driver.open(POLICY)
+        await session.append({"text": "hello"})
+        await session.save()
+        fed = _watch(session)
+        gate = held.hold("load_node", fail=error)
+        gate.release.set()
+        with pytest.raises(type(error)) as raised:
+            await session.load_node("historic")
+        assert raised.value is error  # the store's own exception, not a copy
+        (failed,) = [e for e in fed if isinstance(e, ev.EffectFailed)]
+        assert failed.error == code
+        assert await session.load_node("historic") is None  # usable again
+
+    try:
+        run_scenario("asyncio", scenario, held)
+    finally:
+        held.inner.close()
+
+
+def test_a_failure_from_afar_is_rebuilt_from_its_code() -> None:
+    core = SessionCore(None, Hooks(), lambda: 0.0, lambda: "id")
+    reply = fx.ReplyFailed("save", "corrupt_row", "corrupt row in session 's'")
+    failure = core.failure(reply, None)
+    assert isinstance(failure, StoreFailure) and failure.code == "corrupt_row"
+    assert failure_code(HeadRevisionConflict("s", 1, 2)) == "head_revision_conflict"

@@ -79,28 +79,24 @@ class Exchange:
     While :attr:`request` is not ``None`` the machine waits for it: carry it
     out and :meth:`feed` the outcome, or :meth:`cancel` it. Then
     :meth:`reply` gives the answer (or raises the failure it reports).
+    With ``answer``, the driver answers the command itself and the machine
+    is not consulted.
     """
 
-    def __init__(self, core: SessionCore, command: ev.Command) -> None:
+    def __init__(
+        self, core: SessionCore, command: ev.Command, answer: fx.Reply | None = None
+    ) -> None:
         self.command = command
         #: The store request the machine waits for, if any.
         self.request: fx.StoreRequest | None = None
         self._core = core
         self._queue: deque[fx.Effect] = deque()
-        self._reply: fx.Reply | None = None
+        self._reply: fx.Reply | None = answer
         self._error: BaseException | None = None
         self._hook_error: Exception | None = None
-        # A ProtocolError here leaves the machine as it was: let it propagate.
-        self._absorb(core.step(command))
-
-    @classmethod
-    def answered(cls, core: SessionCore, command: ev.Command, reply: fx.Reply) -> Exchange:
-        """An exchange the driver answers itself, without the machine."""
-        exchange = cls.__new__(cls)
-        exchange.command, exchange.request, exchange._core = command, None, core
-        exchange._queue, exchange._reply = deque(), reply
-        exchange._error = exchange._hook_error = None
-        return exchange
+        if answer is None:
+            # A ProtocolError here leaves the machine as it was: let it propagate.
+            self._absorb(core.step(command))
 
     def feed(self, outcome: Outcome) -> None:
         """Feed the outcome of :attr:`request` to the machine.
@@ -225,7 +221,7 @@ class SessionCore:
         if isinstance(command, ev.Park) and self.state.phase is Phase.PARKED:
             # A park retried after a cancellation that the store outlived.
             assert self.state.parked is not None
-            return Exchange.answered(self, command, fx.ReplyParked(self.state.parked))
+            return Exchange(self, command, answer=fx.ReplyParked(self.state.parked))
         return Exchange(self, command)
 
     def failure(self, reply: fx.ReplyFailed, error: BaseException | None) -> BaseException:
