@@ -23,6 +23,8 @@ Cancellation (a task cancel, ``asyncio.timeout``) in the middle of a call:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -46,7 +48,10 @@ class Session(AsyncSession):
     async def _carry_out(self, exchange: Exchange) -> None:
         request, runner = exchange.request, self._core.runner
         assert request is not None and runner is not None
-        job = asyncio.get_running_loop().run_in_executor(None, runner, request)
+        # Like asyncio.to_thread (context variables such as a tracing span
+        # follow the call), but as a future that a write can outlast.
+        call = functools.partial(contextvars.copy_context().run, runner, request)
+        job = asyncio.get_running_loop().run_in_executor(None, call)
         if not isinstance(request, WRITES):
             try:
                 outcome = await job
