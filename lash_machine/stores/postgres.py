@@ -52,8 +52,6 @@ __all__ = ["PostgresStore"]
 #: (the bytes of "lashschm"), so concurrent openers of a new database do not race.
 _SCHEMA_LOCK = 0x6C61736873636D6D
 
-_TABLES = ("lash_sessions", "lash_nodes", "lash_attachment_intents")
-
 _SCHEMA = (
     "CREATE TABLE lash_schema (version integer NOT NULL)",
     # next_seq numbers the session's nodes in insertion order; live_nodes
@@ -188,6 +186,9 @@ _COMMIT_CREATE = f"WITH cas AS ({_CAS_CREATE})" + _COMMIT_REST
 _COMMIT_ADVANCE = f"WITH cas AS ({_CAS_ADVANCE})" + _COMMIT_REST
 
 
+_OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+
 def _has_nul(*values: object) -> bool:
     return any(isinstance(v, str) and "\x00" in v for v in values)
 
@@ -203,15 +204,16 @@ class PostgresStore:
     ``dsn`` is a libpq connection string or URI; the tables live in the
     first schema of its ``search_path``. The store keeps a pool of
     ``min_size`` to ``max_size`` connections; a call waits up to ``timeout``
-    seconds for one. Safe to share between threads and processes.
+    seconds for one. Safe to share between threads; open one store per
+    process (a pool's connections do not survive a fork).
     """
 
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0
     ) -> None:
         self.dsn = dsn
-        # autocommit: transactions are explicit (conn.transaction()), so a
-        # read is one pipelined round trip with no implicit BEGIN.
+        # autocommit: no implicit BEGIN round trip. A commit is one
+        # statement (its own transaction); a read pipelines BEGIN and COMMIT.
         self._pool = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -294,7 +296,9 @@ class PostgresStore:
                     nodes_cur = conn.execute(nodes_query, params)
                     conn.execute("COMMIT")
             finally:
-                if conn.info.transaction_status != TransactionStatus.IDLE:
+                # A failed statement left the transaction open (a broken
+                # connection reports UNKNOWN and is dropped by the pool).
+                if conn.info.transaction_status in _OPEN_TRANSACTION:
                     conn.execute("ROLLBACK")
             row = session_cur.fetchone()
             rows = nodes_cur.fetchall()

@@ -132,8 +132,9 @@ _ADOPT = (
 class SQLiteStore:
     """A :class:`~lash_machine.stores.base.SessionStore` in one SQLite file.
 
-    Safe to share between threads (a connection per thread) and to open
-    from several processes at once. ``timeout`` is how long a write waits
+    Safe to share between threads (a connection per thread, kept until
+    :meth:`close`) and to open from several processes at once (open one
+    store per process; connections do not survive a fork). ``timeout`` is how long a write waits
     for another writer's lock before failing with :class:`StoreError`.
     ``synchronous`` is SQLite's durability setting: ``"FULL"`` survives
     power loss; ``"NORMAL"`` is faster and only loses the newest commits.
