@@ -222,7 +222,13 @@ class LifecycleStreamBase(abc.ABC):
 
 class AsyncDriver(DriverBase, Generic[S], abc.ABC):
     """Opens sessions on an event loop; see :class:`~._base.DriverBase`
-    for the arguments."""
+    for the arguments.
+
+    Every open, restore or resume gives an independent session object. Two
+    of them on the same session id are two writers, as two workers would
+    be: the one that commits second gets
+    :class:`~lash_machine.errors.HeadRevisionConflict`.
+    """
 
     @property
     @abc.abstractmethod

@@ -1,8 +1,13 @@
 """The asyncio driver: sessions on an asyncio loop, store effects in
 worker threads (the loop's default executor).
 
->>> from lash_machine.drivers.asyncio import Driver  # doctest: +SKIP
->>> session = await Driver(store).open(policy)       # doctest: +SKIP
+Usage::
+
+    driver = Driver(SQLiteStore("sessions.db"))
+    session = await driver.open(policy)
+    await session.append({"role": "user", "content": "hello"})
+    parked = await session.park()
+    session = await driver.resume(parked)
 
 Cancellation (a task cancel, ``asyncio.timeout``) in the middle of a call:
 

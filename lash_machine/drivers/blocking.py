@@ -214,7 +214,12 @@ def _outlast(exchange: Exchange, job: concurrent.futures.Future[Outcome]) -> Non
 
 class Driver(DriverBase):
     """Opens sessions with blocking calls (see :class:`~._base.DriverBase`
-    for the arguments)."""
+    for the arguments; ``workers`` is the size of the store-call pool).
+
+    As with the async drivers, two session objects on the same session id
+    are two writers: the one that commits second gets
+    :class:`~lash_machine.errors.HeadRevisionConflict`.
+    """
 
     def __init__(
         self,
