@@ -15,10 +15,12 @@ from lash_machine import (
     InvalidEvent,
     ModelSpec,
     ModelSpecMissing,
+    NodeKind,
     Phase,
     ProtocolError,
     Residency,
     ResidencyRequiresStore,
+    SessionNode,
     SessionPolicy,
 )
 from lash_machine import effects as fx
@@ -45,6 +47,16 @@ def test_sessions_without_a_store_live_in_memory(driver: str) -> None:
         with pytest.raises(ResidencyRequiresStore):
             await driver.open(POLICY, residency=Residency.ACTIVE_PATH_ONLY)
         assert await session.record_attachment("mem://x", "x") == "x"
+        # A raw append: nodes exactly as given, the last one the leaf.
+        frame = session.state.current_frame_id
+        raw = [
+            SessionNode("q", first.node_id, NodeKind.MESSAGE, {"text": "q"}, frame, 1.0),
+            SessionNode("e", "q", NodeKind.EVENT, {"tool": "search"}, frame, 2.0),
+        ]
+        assert await session.append_nodes(raw) == "e"
+        assert await session.load_node("q") == raw[0]
+        with pytest.raises(InvalidEvent, match="already"):
+            await session.append_nodes(raw[:1])
         await session.close()  # nothing to lose: no store to lose it from
         assert session.phase is Phase.CLOSED
 
