@@ -27,6 +27,7 @@ from .graph import HealReport, LeafRepair, ParentRepair, SessionGraph, heal_grap
 from .machine import TRANSITIONS, step
 from .model import (
     JSON,
+    UNCONFIGURED_POLICY,
     AgentFrame,
     ModelSpec,
     NodeKind,
@@ -37,6 +38,7 @@ from .model import (
     SessionPolicy,
     SessionView,
     ToolSnapshot,
+    initial_frame_id,
 )
 from .persisted import (
     ActivePath,
@@ -57,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
     "JSON",
     "TRANSITIONS",
+    "UNCONFIGURED_POLICY",
     "ActivePath",
     "AgentFrame",
     "AttachmentIntent",
@@ -99,5 +102,6 @@ __all__ = [
     "WireError",
     "__version__",
     "heal_graph",
+    "initial_frame_id",
     "step",
 ]

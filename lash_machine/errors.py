@@ -28,7 +28,23 @@ __all__ = [
 
 
 class LashMachineError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    Errors pickle with their fields (they cross process pools and
+    multiprocessing queues)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        state = {k: v for k, v in vars(self).items() if not k.startswith("__")}
+        return (_rebuild, (type(self), self.args, state))
+
+
+def _rebuild(
+    cls: type[LashMachineError], args: tuple[object, ...], state: dict[str, object]
+) -> LashMachineError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ProtocolError(LashMachineError):

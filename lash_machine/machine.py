@@ -143,17 +143,26 @@ def _settle_graph(
     """Heal ``graph`` (whose first ``saved`` nodes are stored) against every
     resident node, *then* trim it to the residency.
 
-    Trimming keeps the active path and every unsaved node, so nothing
-    uncommitted is dropped; parent repairs are kept only for nodes that stay
+    Trimming keeps the active path, every unsaved node and its ancestors,
+    so nothing uncommitted is dropped or left dangling; parent repairs are kept only for nodes that stay
     resident (rule 4).
     """
     saved_ids = {node.node_id for _, node in zip(range(saved), graph, strict=False)}
     healed, report = heal_graph(graph)
     if residency is Residency.ACTIVE_PATH_ONLY:
-        on_path = healed.active_path_ids()
-        kept = [node for node in healed if node.node_id in on_path or node.node_id not in saved_ids]
-        if len(kept) != len(healed):
-            healed = SessionGraph.from_nodes(kept, healed.leaf_id)
+        keep = set(healed.active_path_ids())
+        for node in healed:
+            # An unsaved node stays, and so do its ancestors: its parent
+            # pointer must resolve among the resident nodes.
+            current = None if node.node_id in saved_ids else node.node_id
+            while current is not None and current not in keep:
+                keep.add(current)
+                resident = healed.get(current)
+                current = None if resident is None else resident.parent_id
+        if len(keep) != len(healed):
+            healed = SessionGraph.from_nodes(
+                (node for node in healed if node.node_id in keep), healed.leaf_id
+            )
     saved_count = 0
     for node in healed:
         if node.node_id not in saved_ids:
@@ -285,6 +294,9 @@ def _restore(state: MachineState, event: ev.Restore) -> tuple[MachineState, Effe
         if not event.fresh_id:
             raise _refuse(state, event, "the state has no session id and no fresh_id was given")
         session = attrs.evolve(session, session_id=event.fresh_id)
+    if session.head_revision is None and session.saved_nodes:
+        # Nothing of a never-committed state is stored, whatever it claims.
+        session = attrs.evolve(session, saved_nodes=0, dirty=True)
     built, report = _build(session, event.policy, event.now, event.residency)
     return _activate(
         state, built, report, residency=event.residency, persistent=event.persistent, fresh=False

@@ -12,6 +12,22 @@ from typing import Any, TypeAlias
 
 import attrs
 
+__all__ = [
+    "JSON",
+    "UNCONFIGURED_POLICY",
+    "AgentFrame",
+    "ModelSpec",
+    "NodeKind",
+    "ParkedSession",
+    "PluginSnapshot",
+    "Residency",
+    "SessionNode",
+    "SessionPolicy",
+    "SessionView",
+    "ToolSnapshot",
+    "initial_frame_id",
+]
+
 #: A JSON value (the body of a node, a snapshot's payload, a checkpoint).
 #: Kept as ``Any`` so hosts can store whatever their JSON library produces;
 #: the wire codec checks that it really is JSON.

@@ -135,7 +135,7 @@ def structure(data: Any, cls: type[T]) -> T:
     """The inverse of :func:`unstructure`; raises :class:`WireError`."""
     try:
         return _converter.structure(data, cls)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _decode_error(exc, cls.__name__) from None
 
 
@@ -158,14 +158,14 @@ def from_json(data: Any, expect: type[T] | None = None) -> T:
             [f"format must be {WIRE_FORMAT}, got {data.get('format')!r} @ $.format"],
         )
     tag = data.get("type")
-    if tag not in _TAGS:
+    if not isinstance(tag, str) or tag not in _TAGS:
         raise WireError("unknown message", [f"no message type {tag!r} @ $.type"])
     if expect is not None and not issubclass(_TAGS[tag], expect):
         raise WireError("unexpected message", [f"expected {expect.__name__}, got {tag} @ $.type"])
     body = {key: value for key, value in data.items() if key != "format"}
     try:
         decoded: Any = _converter.structure(body, Message)  # type: ignore[arg-type]
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _decode_error(exc, tag) from None
     return decoded  # type: ignore[no-any-return]
 

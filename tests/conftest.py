@@ -76,7 +76,17 @@ def postgres_dsn() -> Iterator[str]:
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
     subprocess.run(
         _as_postgres(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                opts,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "start",
+            ]
         ),
         check=True,
         capture_output=True,
@@ -86,6 +96,7 @@ def postgres_dsn() -> Iterator[str]:
     finally:
         subprocess.run(
             _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            check=False,
             capture_output=True,
         )
         time.sleep(0.1)

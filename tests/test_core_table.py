@@ -82,7 +82,9 @@ def _result(state: MachineState, event_type: type) -> tuple[MachineState, Any]:
         state, rid = _with_request(state, ev.Tombstone(("c",)), fx.TombstoneNodes)
         return state, ev.Tombstoned(rid, 1)
     if event_type is ev.IntentRecorded:
-        state, rid = _with_request(state, ev.RecordAttachment("a1", "u", 1.0), fx.RecordAttachmentIntent)
+        state, rid = _with_request(
+            state, ev.RecordAttachment("a1", "u", 1.0), fx.RecordAttachmentIntent
+        )
         return state, ev.IntentRecorded(rid)
     if event_type is ev.EffectFailed:
         state, rid = _with_request(state, ev.LoadNode("elsewhere"), fx.LoadNode)

@@ -63,7 +63,10 @@ def test_bad_field_is_named_with_its_path() -> None:
         ('{"format": 1, "type": "events.Nope"}', "no message type"),
         ('{"format": 1, "type": "events.Save", "extra": 1}', "extra"),
         ('{"format": 1, "type": "events.Close", "discard": 1}', "bool"),
-        ('{"format": 1, "type": "events.Committed", "request_id": true, "head_revision": 1}', "int"),
+        (
+            '{"format": 1, "type": "events.Committed", "request_id": true, "head_revision": 1}',
+            "int",
+        ),
     ],
 )
 def test_malformed_messages_raise_wire_error(text: str, fragment: str) -> None:
@@ -88,7 +91,13 @@ def test_non_json_body_cannot_be_encoded() -> None:
 # ---- fuzzing: mutated messages never crash the decoder -------------------------------------
 
 _junk = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5), st.just([]), st.just({})
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.just([]),
+    st.just({}),
 )
 
 

@@ -1,0 +1,282 @@
+"""A rule-based test: random event sequences through ``step``, with store
+effects carried out against the reference MemoryStore (and, now and then, a
+rival writer or a failing store). Invariants are checked after every step."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from machine_helpers import POLICY
+
+from lash_machine import (
+    FullGraph,
+    HeadRevisionConflict,
+    LashMachineError,
+    MachineState,
+    ModelSpecMissing,
+    NodeKind,
+    Phase,
+    ProtocolError,
+    Residency,
+    SessionNode,
+    step,
+    wire,
+)
+from lash_machine import effects as fx
+from lash_machine import events as ev
+from lash_machine.persisted import GraphDelta, SessionCommit
+from lash_machine.stores.memory import MemoryStore
+from lash_machine.testing.healing import graph_problems
+from lash_machine.testing.strategies import events as any_event
+
+STORE_REQUESTS = (
+    fx.LoadGraph,
+    fx.LoadNode,
+    fx.Commit,
+    fx.TombstoneNodes,
+    fx.RecordAttachmentIntent,
+)
+
+
+class Lifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = MemoryStore()
+        self.state = MachineState.initial()
+        self.counter = 0
+        self.fail_next = False
+        self.acked: dict[str, set[str]] = {}  # session -> node ids the store acknowledged
+        self.last_effects: list[fx.Effect] = []
+
+    # ---- carrying effects out ------------------------------------------------
+
+    def _carry_out(self, effect: fx.Effect) -> ev.Event | None:
+        if not isinstance(effect, STORE_REQUESTS):
+            return None
+        if self.fail_next:
+            self.fail_next = False
+            return ev.EffectFailed(effect.request_id, "store_error", "injected failure")
+        if isinstance(effect, fx.LoadGraph):
+            return ev.GraphLoaded(
+                effect.request_id, self.store.load_graph(effect.session_id, effect.scope)
+            )
+        if isinstance(effect, fx.LoadNode):
+            return ev.LoadNodeResult(
+                effect.request_id, self.store.load_node(effect.session_id, effect.node_id)
+            )
+        if isinstance(effect, fx.Commit):
+            try:
+                head = self.store.commit(effect.commit)
+            except HeadRevisionConflict as conflict:
+                return ev.CommitConflicted(effect.request_id, conflict.actual)
+            self.acked.setdefault(effect.commit.session_id, set()).update(
+                n.node_id for n in effect.commit.delta.appended
+            )
+            return ev.Committed(effect.request_id, head)
+        if isinstance(effect, fx.TombstoneNodes):
+            count = self.store.tombstone_nodes(effect.session_id, effect.node_ids)
+            self.acked.get(effect.session_id, set()).difference_update(effect.node_ids)
+            return ev.Tombstoned(effect.request_id, count)
+        self.store.record_intent(effect.intent)
+        return ev.IntentRecorded(effect.request_id)
+
+    def feed(self, event: Any) -> None:
+        before = wire.dumps(self.state)
+        try:
+            state, effects = step(self.state, event)
+        except (ProtocolError, ModelSpecMissing):
+            assert wire.dumps(self.state) == before, "a refused event changed the state"
+            return
+        assert wire.dumps(self.state) == before, "step mutated its input"
+        self._check_effects(state, effects)
+        self.state = state
+        queue = deque(effects)
+        while queue:
+            result = self._carry_out(queue.popleft())
+            if result is not None:
+                state, more = step(self.state, result)
+                self._check_effects(state, more)
+                self.state = state
+                queue.extend(more)
+
+    def _check_effects(self, state: MachineState, effects: list[fx.Effect]) -> None:
+        self.last_effects = effects
+        for effect in effects:
+            if isinstance(effect, STORE_REQUESTS):
+                assert effect.request_id in state.outstanding, (
+                    f"{effect} has no outstanding request"
+                )
+
+    def fresh(self) -> str:
+        self.counter += 1
+        return f"n{self.counter}"
+
+    @property
+    def acknowledged(self) -> set[str]:
+        """Acknowledged node ids of the session in memory (or parked)."""
+        held = self.state.session or self.state.parked
+        return set() if held is None else self.acked.get(held.session_id, set())
+
+    def resident(self) -> list[str]:
+        return [] if self.state.session is None else [n.node_id for n in self.state.session.graph]
+
+    # ---- rules -------------------------------------------------------------------
+
+    @precondition(lambda self: self.state.phase is Phase.CLOSED)
+    @rule(residency=st.sampled_from(Residency), persistent=st.booleans())
+    def open(self, residency: Residency, persistent: bool) -> None:
+        self.feed(ev.Open(POLICY, 1.0, "s1", residency=residency, persistent=persistent))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(data=st.data(), count=st.integers(1, 3), kind=st.sampled_from(NodeKind))
+    def append(self, data: st.DataObject, count: int, kind: NodeKind) -> None:
+        session = self.state.session
+        assert session is not None
+        parent = data.draw(st.sampled_from([session.graph.leaf_id, *self.resident()]))
+        nodes = []
+        for _ in range(count):
+            node_id = self.fresh()
+            nodes.append(SessionNode(node_id, parent, kind, {"i": node_id}, None, 2.0))
+            parent = node_id
+        self.feed(ev.Append(tuple(nodes)))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(data=st.data())
+    def branch(self, data: st.DataObject) -> None:
+        choices = self.resident() + sorted(self.acknowledged) + ["unknown"]
+        self.feed(ev.BranchTo(data.draw(st.sampled_from(choices))))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(fail=st.booleans())
+    def save(self, fail: bool) -> None:
+        self.fail_next = fail
+        self.feed(ev.Save())
+        self.fail_next = False
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule()
+    def park(self) -> None:
+        self.feed(ev.Park())
+
+    @precondition(lambda self: self.state.phase in (Phase.PARKED, Phase.CLOSED))
+    @rule(residency=st.none() | st.sampled_from(Residency), fail=st.booleans())
+    def resume(self, residency: Residency | None, fail: bool) -> None:
+        if self.state.parked is None:
+            return
+        self.fail_next = fail
+        self.feed(ev.Resume(self.state.parked, 3.0, residency))
+        self.fail_next = False
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(data=st.data())
+    def load_node(self, data: st.DataObject) -> None:
+        choices = self.resident() + sorted(self.acknowledged) + ["unknown"]
+        self.feed(ev.LoadNode(data.draw(st.sampled_from(choices))))
+        reply = [e for e in self.last_effects if isinstance(e, fx.ReplyNode)]
+        if reply and self.state.persistent and reply[0].node_id in self.acknowledged:
+            assert reply[0].node is not None, "an acknowledged node could not be loaded"
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule()
+    def orphans(self) -> None:
+        self.feed(ev.ListOrphans())
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(data=st.data())
+    def tombstone(self, data: st.DataObject) -> None:
+        session = self.state.session
+        assert session is not None
+        orphans = [i for i in session.graph.orphan_ids() if i in self.acknowledged]
+        if orphans:
+            self.feed(ev.Tombstone((data.draw(st.sampled_from(orphans)),)))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(offset=st.integers(-1, 1))
+    def tool_state(self, offset: int) -> None:
+        session = self.state.session
+        assert session is not None
+        current = session.tool_snapshot.generation if session.tool_snapshot else 0
+        self.feed(ev.ApplyToolState(current + offset, {"g": current}))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule()
+    def attachment(self) -> None:
+        self.feed(ev.RecordAttachment(self.fresh(), "mem://x", 4.0))
+
+    @precondition(lambda self: self.state.phase in (Phase.ACTIVE, Phase.PARKED))
+    @rule(discard=st.booleans())
+    def close(self, discard: bool) -> None:
+        self.feed(ev.Close(discard))
+
+    @rule()
+    def rival_writer_commits(self) -> None:
+        """Another worker advances the stored session: our next commit conflicts."""
+        stored = self.store.load_graph("s1", FullGraph())
+        if stored is None:
+            return
+        commit = SessionCommit(
+            "s1",
+            stored.head_revision,
+            stored.policy,
+            stored.frames,
+            stored.current_frame_id,
+            GraphDelta(stored.leaf_id),
+        )
+        self.store.commit(commit)
+
+    @rule(event=any_event())
+    def arbitrary_event(self, event: Any) -> None:
+        self.feed(event)
+
+    # ---- invariants ------------------------------------------------------------------
+
+    @invariant()
+    def phase_matches_contents(self) -> None:
+        state = self.state
+        if state.phase in (Phase.ACTIVE, Phase.COMMITTING):
+            assert state.session is not None
+        else:
+            assert state.session is None
+        assert (state.phase is Phase.PARKED) == (state.parked is not None)
+        assert (state.phase is Phase.OPENING) == (state.opening is not None)
+        assert all(rid < state.next_request_id for rid in state.outstanding)
+
+    @invariant()
+    def graph_is_healed_and_accounted(self) -> None:
+        session = self.state.session
+        if session is None:
+            return
+        assert graph_problems(session.graph) == []
+        assert 0 <= session.saved_nodes <= len(session.graph)
+        path = session.graph.active_path()
+        if session.graph.leaf_id is not None:
+            assert path and path[-1].node_id == session.graph.leaf_id
+
+    @invariant()
+    def parked_handle_is_small(self) -> None:
+        if self.state.parked is not None:
+            assert len(wire.dumps(self.state.parked)) < 400
+
+    @invariant()
+    def nothing_acknowledged_is_lost(self) -> None:
+        for session_id, acknowledged in self.acked.items():
+            stored = self.store.load_graph(session_id, FullGraph())
+            stored_ids = set() if stored is None else {n.node_id for n in stored.nodes}
+            assert acknowledged <= stored_ids
+
+
+TestLifecycle = Lifecycle.TestCase
+TestLifecycle.settings = settings(
+    settings.default,
+    max_examples=min(settings.default.max_examples, 150),
+    stateful_step_count=30,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def test_lash_machine_error_is_the_base() -> None:
+    assert issubclass(ProtocolError, LashMachineError)
