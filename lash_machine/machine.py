@@ -144,8 +144,8 @@ def _settle_graph(
     resident node, *then* trim it to the residency.
 
     Trimming keeps the active path, every unsaved node and its ancestors,
-    so nothing uncommitted is dropped or left dangling; parent repairs are kept only for nodes that stay
-    resident (rule 4).
+    so nothing uncommitted is dropped or left dangling; parent repairs are
+    kept only for nodes that stay resident (rule 4).
     """
     saved_ids = {node.node_id for _, node in zip(range(saved), graph, strict=False)}
     healed, report = heal_graph(graph)
