@@ -12,29 +12,26 @@ load flat in off-path nodes (within 1.5x).
 
 Run::
 
-    python benchmarks/bench_store.py [--repeats 200] [--synchronous FULL]
+    python -m benchmarks.bench_store [--repeats 200] [--synchronous FULL]
 
-PostgreSQL runs against ``LASH_MACHINE_BENCH_DSN`` when set, else against a
-throwaway local server when the server binaries are installed (``fsync=off``
-there, so commits measure the code and the round trips, not the disk).
+(``python -m benchmarks`` runs these and every other workload, and writes
+``benchmarks/RESULTS.md``.) PostgreSQL runs against
+``LASH_MACHINE_BENCH_DSN`` when set, else against a throwaway local server
+when the server binaries are installed (``fsync=off`` there, so commits
+measure the code and the round trips, not the disk).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
-import os
-import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,11 @@ from lash_machine.persisted import ActivePath
 from lash_machine.stores.base import SessionStore
 from lash_machine.stores.sqlite import SQLiteStore
 from lash_machine.testing.conformance import make_commit
+
+try:
+    from ._pg import fresh_schema, postgres_dsn
+except ImportError:  # run as a script: python benchmarks/bench_store.py
+    from _pg import fresh_schema, postgres_dsn  # type: ignore[no-redef]
 
 BODY = {"role": "assistant", "text": "lorem ipsum dolor sit amet " * 8}
 PATH_LENGTH = 100
@@ -292,9 +294,11 @@ def clone_session(raw: Any, source: str, target: str, mark: str) -> None:
 
 
 def bench_commit(
-    store: SessionStore, raw: Any, mark: str, size: int, repeats: int
+    store: SessionStore, raw: Any, mark: str, size: int, repeats: int, *, append: int = APPEND
 ) -> tuple[float, float]:
-    store_sid, raw_sid = f"store-{size}", f"raw-{size}"
+    """Median microseconds of a commit of ``append`` nodes to a chain of
+    ``size`` nodes: through the store, and raw."""
+    store_sid, raw_sid = f"store-{size}-{append}", f"raw-{size}-{append}"
     head = build_chain(store, store_sid, size)
     clone_session(raw, store_sid, raw_sid, mark)
     raw.prepare(raw_sid)
@@ -303,7 +307,7 @@ def bench_commit(
     raw_times: list[float] = []
     warmup = 10
     for r in range(repeats + warmup):
-        nodes = [node(f"c{r}.{i}", f"c{r}.{i - 1}" if i else None) for i in range(APPEND)]
+        nodes = [node(f"c{r}.{i}", f"c{r}.{i - 1}" if i else None) for i in range(append)]
         commit = make_commit(store_sid, head, nodes)
         store_t, raw_t = alternate(
             r,
@@ -361,63 +365,6 @@ def run_backend(
     return results
 
 
-# -- PostgreSQL server for the run -----------------------------------------------
-
-
-@contextlib.contextmanager
-def postgres_dsn() -> Iterator[str | None]:
-    """``LASH_MACHINE_BENCH_DSN``, or a throwaway local server, or ``None``."""
-    dsn = os.environ.get("LASH_MACHINE_BENCH_DSN")
-    if dsn:
-        yield dsn
-        return
-    found = shutil.which("pg_ctl")
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    pg_ctl = Path(found).resolve() if found else (candidates[-1] if candidates else None)
-    if pg_ctl is None:
-        yield None
-        return
-    bindir = pg_ctl.parent
-    root = Path(tempfile.mkdtemp(prefix="lash-bench-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    data = root / "data"
-    subprocess.run(
-        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-    pg_ctl_cmd = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*pg_ctl_cmd, "-o", opts, "-l", str(root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        # Best effort: the data directory is removed either way.
-        subprocess.run([*pg_ctl_cmd, "-m", "immediate", "stop"], check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def fresh_schema(dsn: str) -> str:
-    """A DSN on a new empty schema, so runs never see each other's rows."""
-    import psycopg
-    from psycopg import sql
-
-    name = f"bench_{int(time.time() * 1000)}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    return psycopg.conninfo.make_conninfo(dsn, options=f"-c search_path={name}")
-
-
 # -- the report --------------------------------------------------------------------
 
 
@@ -470,7 +417,7 @@ def main() -> None:
             else:
                 from lash_machine.stores.postgres import PostgresStore
 
-                schema_dsn = fresh_schema(dsn)
+                _, schema_dsn = fresh_schema(dsn)
                 pg_store = PostgresStore(schema_dsn)
                 pg_raw = RawPostgres(schema_dsn)
                 print("PostgreSQL: running", file=sys.stderr)

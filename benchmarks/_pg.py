@@ -1,0 +1,105 @@
+"""A PostgreSQL server for a benchmark run, and a fresh schema per use.
+
+``LASH_MACHINE_BENCH_DSN`` names a server to use; otherwise a throwaway
+local server is started when the server binaries are installed. It listens
+on 127.0.0.1 only and runs with ``fsync=off``, so commits measure the code
+and the round trips, not the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["fresh_schema", "postgres_dsn", "relation_bytes", "server_version"]
+
+_schemas = itertools.count()
+
+
+@contextlib.contextmanager
+def postgres_dsn() -> Iterator[str | None]:
+    """``LASH_MACHINE_BENCH_DSN``, or a throwaway local server, or ``None``."""
+    dsn = os.environ.get("LASH_MACHINE_BENCH_DSN")
+    if dsn:
+        yield dsn
+        return
+    found = shutil.which("pg_ctl")
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    pg_ctl = Path(found).resolve() if found else (candidates[-1] if candidates else None)
+    if pg_ctl is None:
+        yield None
+        return
+    bindir = pg_ctl.parent
+    root = Path(tempfile.mkdtemp(prefix="lash-bench-pg-"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = root / "data"
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+        check=True,
+        capture_output=True,
+    )
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    pg_ctl_cmd = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*pg_ctl_cmd, "-o", opts, "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        # Best effort: the data directory is removed either way.
+        subprocess.run([*pg_ctl_cmd, "-m", "immediate", "stop"], check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_schema(dsn: str, label: str = "bench") -> tuple[str, str]:
+    """A new empty schema, so runs and systems never see each other's rows:
+    its name and a DSN whose ``search_path`` starts with it."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{label}_{int(time.time() * 1000)}_{next(_schemas)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    return name, psycopg.conninfo.make_conninfo(dsn, options=f"-c search_path={name}")
+
+
+def relation_bytes(dsn: str, schema: str) -> int:
+    """Bytes on disk of every table of ``schema``, with its indexes and
+    TOAST data (``pg_total_relation_size``)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind = 'r'",
+            (schema,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def server_version(dsn: str) -> str:
+    """The server's version string, e.g. ``15.18 (Debian 15.18-0+deb12u1)``."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None
+    return str(row[0])
