@@ -1,0 +1,51 @@
+"""Exit codes of the ``lash-machine`` command, and the error that carries one.
+
+The codes are part of the command's interface (scripts branch on them), so
+they live in one table that ``--help`` prints.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["EXIT_CODES_HELP", "CliError", "Exit"]
+
+
+class Exit(enum.IntEnum):
+    """What a ``lash-machine`` run ended with."""
+
+    OK = 0
+    PROBLEMS = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    STORE = 4
+    BAD_INPUT = 5
+    CONFLICT = 6
+
+
+#: The epilog of ``lash-machine --help``.
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success
+  1  problems found: check found a session that needs repair or a corrupt
+     row; heal without --apply has repairs to make; prune refused a graph
+     that needs repair
+  2  usage error (bad or missing arguments)
+  3  not found: the database file, the lash-machine tables, the session,
+     or the file to import
+  4  store error: the database is unreachable or unusable (not a
+     lash-machine database, another schema version, a corrupt row, ...)
+  5  bad input: the file to import is not a valid wire-format session
+  6  conflict: the session already exists (import), another writer
+     committed first (heal --apply), the demo's --db file exists
+"""
+
+
+class CliError(Exception):
+    """An expected failure: ``main`` prints ``message`` (one line, no
+    traceback) and exits with ``code``."""
+
+    def __init__(self, message: str, code: Exit) -> None:
+        self.message = message
+        self.code = code
+        super().__init__(message)

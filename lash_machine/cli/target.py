@@ -1,0 +1,199 @@
+"""Opening the database an operator command works on.
+
+``--db PATH`` is a SQLite file, ``--dsn URL`` a PostgreSQL database. Both
+are checked *before* a store is built, because building one creates the
+schema when it is missing: an operator command must never turn a mistyped
+path into a new, empty database, nor write to a file that is not ours.
+
+A DSN may hold a password. It is never printed: :func:`redact` hides it
+in the DSN, and :func:`scrub` removes it from any message (a driver's error
+text may echo parts of the connection string).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import urllib.parse
+from collections.abc import Iterator
+
+import attrs
+
+from ..errors import SchemaVersionMismatch
+from ..stores.base import SCHEMA_VERSION, SessionStore
+from ..stores.sqlite import SQLiteStore
+from .exits import CliError, Exit
+
+__all__ = ["CONNECT_TIMEOUT", "Target", "open_store", "redact", "scrub"]
+
+#: Seconds to wait for a PostgreSQL server before calling it unreachable.
+CONNECT_TIMEOUT = 3
+
+#: How to get a database, when an operator command finds none.
+_CREATE_HINT = (
+    "operator commands never create a database; `lash-machine demo` makes one to try them on"
+)
+
+#: The first 16 bytes of every SQLite 3 database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_URI_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:)(?P<secret>[^@/]*)(?=@)")
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&]*)")
+
+
+@attrs.frozen
+class Target:
+    """Where the sessions live, as the user named it on the command line.
+
+    Exactly one of ``db`` (a SQLite path) and ``dsn`` (a PostgreSQL
+    connection string) is set.
+    """
+
+    db: str | None = None
+    dsn: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name the database (a DSN's password hidden)."""
+        if self.db is not None:
+            return self.db
+        assert self.dsn is not None
+        return redact(self.dsn)
+
+    def secrets(self) -> list[str]:
+        """Text that must never be printed: the DSN's password, in every
+        spelling it may appear in."""
+        if self.dsn is None:
+            return []
+        found: set[str] = set()
+        for pattern in _PATTERNS:
+            for match in pattern.finditer(self.dsn):
+                raw = match.group("secret")
+                found.update({raw, raw.strip("'"), urllib.parse.unquote(raw)})
+        found -= {"", "***"}
+        # Longest first: a password that contains another is replaced whole.
+        return sorted(found, key=len, reverse=True)
+
+
+_PATTERNS = (_URI_PASSWORD, _KEYWORD_PASSWORD, _QUERY_PASSWORD)
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` with its password replaced by ``***`` (URI or key=value form)."""
+    for pattern in _PATTERNS:
+        dsn = pattern.sub(lambda m: m.group("head") + "***", dsn)
+    return dsn
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """``message`` with every secret replaced by ``***``."""
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
+
+
+@contextlib.contextmanager
+def open_store(
+    target: Target, *, create: bool = False, create_hint: str = _CREATE_HINT
+) -> Iterator[SessionStore]:
+    """The store ``target`` names, closed on exit.
+
+    Without ``create`` the database must already hold lash-machine tables:
+    a missing file, an empty one, or a database without our schema is a
+    :class:`CliError` (exit 3), not a new database; ``create_hint`` tells
+    the user how to get one.
+    """
+    store = _open_sqlite(target.db, create, create_hint) if target.db is not None else None
+    if store is None:
+        assert target.dsn is not None
+        store = _open_postgres(target.dsn, create, target.label, create_hint)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# ---- SQLite ------------------------------------------------------------------------
+
+
+def _open_sqlite(path: str, create: bool, create_hint: str) -> SessionStore:
+    if os.path.isdir(path):
+        raise CliError(f"{path}: is a directory, not a SQLite database file", Exit.STORE)
+    if not os.path.exists(path):
+        if create:
+            return SQLiteStore(path)
+        raise CliError(f"{path}: no such file ({create_hint})", Exit.NOT_FOUND)
+    _probe_sqlite(path)
+    return SQLiteStore(path)
+
+
+def _probe_sqlite(path: str) -> None:
+    """Check, without writing to it, that ``path`` is a lash-machine database
+    of our schema version. Opening a store on a foreign file would switch
+    it to WAL mode and, when it is empty, create our tables in it."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror}", Exit.STORE) from None
+    if not header:
+        raise CliError(f"{path}: empty file, not a lash-machine database", Exit.NOT_FOUND)
+    if header != _SQLITE_HEADER:
+        raise CliError(f"{path}: not a SQLite database", Exit.STORE)
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise CliError(f"{path}: cannot open: {exc}", Exit.STORE) from None
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise CliError(f"{path}: cannot read: {exc}", Exit.STORE) from None
+    finally:
+        conn.close()
+    if version == 0:
+        what = "a SQLite database of another application" if tables else "an empty SQLite database"
+        raise CliError(f"{path}: {what}, not a lash-machine database", Exit.NOT_FOUND)
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionMismatch(path, version, SCHEMA_VERSION)
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------
+
+
+def _open_postgres(dsn: str, create: bool, label: str, create_hint: str) -> SessionStore:
+    try:
+        import psycopg
+
+        from ..stores.postgres import PostgresStore
+    except ImportError:
+        raise CliError(
+            "--dsn needs PostgreSQL support: pip install 'lash-machine[postgres]'", Exit.STORE
+        ) from None
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise CliError(f"--dsn is not a valid connection string: {exc}", Exit.USAGE) from None
+    if "connect_timeout" not in params:
+        # libpq waits forever by default; an operator wants an answer.
+        dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT to_regclass('lash_schema') IS NOT NULL").fetchone()
+    except psycopg.Error as exc:
+        # Only the first line: libpq adds per-host detail that repeats it.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"cannot reach PostgreSQL at {label}: {reason}", Exit.STORE) from None
+    if not (row and row[0]) and not create:
+        raise CliError(
+            f"{label}: no lash-machine tables here (no lash_schema table on the search_path;"
+            f" {create_hint})",
+            Exit.NOT_FOUND,
+        )
+    # One connection is all a command needs; the store's own timeout bounds
+    # every wait for it.
+    return PostgresStore(dsn, min_size=1, max_size=2, timeout=10.0)
