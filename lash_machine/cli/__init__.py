@@ -1,0 +1,74 @@
+"""``lash-machine``: the operator command line (and ``python -m lash_machine``).
+
+:func:`main` parses the command line, runs the command and turns every
+*expected* failure (a missing file or session, an unreachable or foreign
+database, a malformed import) into one line on stderr and an exit code
+listed in ``--help``. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import CorruptRow, HeadRevisionConflict, LeaseHeld, StoreError, WireError
+from .exits import CliError, Exit
+from .parser import build_parser
+from .target import Target, scrub
+
+__all__ = ["main"]
+
+#: The exit status of a process killed by SIGPIPE, as shells report it.
+_BROKEN_PIPE = 141
+_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lash-machine`` with ``argv`` (default: ``sys.argv[1:]``);
+    return the exit code. Usage errors exit through ``SystemExit(2)``."""
+    # Stored text may hold characters the terminal's encoding lacks: print
+    # them escaped rather than crash half-way through a listing.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        if args.dsn is not None:
+            parser.error("demo runs on a new SQLite file: give --db PATH, not --dsn")
+    elif args.db is not None and args.dsn is not None:
+        parser.error("give --db or --dsn, not both")
+    elif args.db is None and args.dsn is None:
+        parser.error(
+            f"{args.command}: say where the sessions are: --db PATH (SQLite) or --dsn URL"
+            " (PostgreSQL)"
+        )
+    secrets = Target(dsn=args.dsn).secrets() if args.dsn is not None else []
+    try:
+        code: int = args.run(args)
+    except CliError as error:
+        return _fail(error.message, error.code, secrets)
+    except (HeadRevisionConflict, LeaseHeld) as error:
+        return _fail(str(error), Exit.CONFLICT, secrets)
+    except CorruptRow as error:
+        hint = " (`lash-machine check` scans the whole database)"
+        return _fail(str(error) + hint, Exit.STORE, secrets)
+    except StoreError as error:  # unreachable, foreign schema, I/O: the store said what
+        return _fail(str(error), Exit.STORE, secrets)
+    except WireError as error:
+        return _fail(str(error), Exit.BAD_INPUT, secrets)
+    except KeyboardInterrupt:
+        print("lash-machine: interrupted", file=sys.stderr)
+        return _INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error worth a traceback.
+        # Point stdout at devnull so the interpreter's final flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _BROKEN_PIPE
+    return code
+
+
+def _fail(message: str, code: Exit, secrets: list[str]) -> int:
+    print(f"lash-machine: error: {scrub(message, secrets)}", file=sys.stderr)
+    return int(code)

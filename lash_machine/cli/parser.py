@@ -1,0 +1,125 @@
+"""The command line: ``lash-machine COMMAND [options]``, stdlib argparse.
+
+``--db``/``--dsn`` may come before or after the command
+(``lash-machine --db x.sqlite3 sessions`` or ``lash-machine sessions --db
+x.sqlite3``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from .. import __version__
+from . import operator
+from .demo import run_demo
+from .exits import EXIT_CODES_HELP
+
+__all__ = ["build_parser"]
+
+_DESCRIPTION = """\
+Look after lash-machine sessions stored in SQLite or PostgreSQL, or watch one
+session's lifecycle with `lash-machine demo`.
+
+Operator commands name the database with --db PATH (an existing SQLite file)
+or --dsn URL (PostgreSQL, e.g. postgresql://user@host/db; the tables live in
+the first schema of its search_path; prefer PGPASSWORD or ~/.pgpass to a
+password in the URL). They never create a database, except import --create.
+A SESSION may be given by a unique prefix of its id.
+"""
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _where(parser: argparse.ArgumentParser, default: object) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--db", metavar="PATH", default=default, help="a SQLite database file")
+    group.add_argument("--dsn", metavar="URL", default=default, help="a PostgreSQL database")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``lash-machine``; each command sets ``run`` to the
+    function that carries it out."""
+    parser = argparse.ArgumentParser(
+        prog="lash-machine",
+        description=_DESCRIPTION,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _where(parser, None)
+    # SUPPRESS: an option given after the command must not be reset by the
+    # command's parser when it was given before the command.
+    where = argparse.ArgumentParser(add_help=False)
+    _where(where, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, run: Command, summary: str, *, database: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            parents=[where] if database else [],
+            help=summary,
+            description=summary,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    demo = command(
+        "demo",
+        run_demo,
+        "run a narrated session on a new SQLite file: open, append, branch, park,"
+        " resume, load history, prune, vacuum",
+        database=False,
+    )
+    demo.add_argument(
+        "--db",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the new file to create (default: lash-demo-<id>.sqlite3 here);"
+        " an existing file is refused, never overwritten or reused",
+    )
+
+    sessions = command("sessions", operator.sessions, "list the stored sessions")
+    sessions.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    show = command("show", operator.show, "draw a session's graph as a tree")
+    show.add_argument("session", metavar="SESSION")
+    show.add_argument("--full-ids", action="store_true", help="print whole node ids")
+
+    orphans = command("orphans", operator.orphans, "list a session's nodes off the active path")
+    orphans.add_argument("session", metavar="SESSION")
+    orphans.add_argument("--json", action="store_true", help="print the nodes as JSON")
+
+    prune = command("prune", operator.prune, "tombstone a session's orphans (vacuum removes them)")
+    prune.add_argument("session", metavar="SESSION")
+
+    command("vacuum", operator.vacuum, "remove every tombstoned node of the database for good")
+
+    check = command(
+        "check",
+        operator.check,
+        "scan sessions for graphs that need repair and corrupt rows (writes nothing)",
+    )
+    check.add_argument("session", metavar="SESSION", nargs="?", help="only this session")
+    check.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    heal = command("heal", operator.heal, "show (or, with --apply, commit) a session's repairs")
+    heal.add_argument("session", metavar="SESSION")
+    heal.add_argument("--apply", action="store_true", help="commit the repairs")
+
+    export = command("export", operator.export, "write a session as wire-format JSON")
+    export.add_argument("session", metavar="SESSION")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+
+    import_ = command("import", operator.import_, "create a session from a wire-format export")
+    import_.add_argument("file", metavar="FILE", help="the export to read ('-' for stdin)")
+    import_.add_argument(
+        "--create",
+        action="store_true",
+        help="create the database (or its tables) when missing",
+    )
+    return parser
