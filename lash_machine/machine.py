@@ -557,6 +557,15 @@ def _tombstone(state: MachineState, event: ev.Tombstone) -> tuple[MachineState, 
             raise _refuse(state, event, f"node {node_id!r} is on the active path")
         if node_id in unsaved and state.persistent:
             raise _refuse(state, event, f"node {node_id!r} is not committed yet")
+    gone = set(node_ids)
+    for node in session.graph:
+        if node.parent_id in gone and node.node_id not in gone:
+            raise _refuse(
+                state,
+                event,
+                f"node {node.node_id!r} would lose its parent {node.parent_id!r}: "
+                "tombstone whole orphan subtrees",
+            )
     if not state.persistent:
         resident = [node_id for node_id in node_ids if node_id in session.graph]
         return _drop_resident(state, resident)

@@ -240,12 +240,20 @@ def test_tombstone_refuses_path_and_uncommitted_nodes() -> None:
     state, _ = step(state, ev.BranchTo("b"))
     with pytest.raises(InvalidEvent, match="not committed"):
         step(state, ev.Tombstone(("d",)))
+    state, _ = step(state, ev.Append((node("e", "d"),)))
+    state, out = step(state, ev.Save())
+    state, _ = step(state, ev.Committed(request_of(out, fx.Commit).request_id, 2))
+    state, _ = step(state, ev.BranchTo("b"))
+    with pytest.raises(InvalidEvent, match="would lose its parent"):
+        step(state, ev.Tombstone(("d",)))
+    state, _ = step(state, ev.Append((node("f", "b"),)))  # stays uncommitted
     state, out = step(state, ev.Tombstone(("c",)))
     request = request_of(out, fx.TombstoneNodes)
     state, out = step(state, ev.Tombstoned(request.request_id, 1))
     assert state.session is not None and "c" not in state.session.graph
-    assert state.session.saved_nodes == 2  # a and b; d is still unsaved
-    assert [n.node_id for n in state.session.graph.since(2)] == ["d"]
+    assert [n.node_id for n in state.session.graph] == ["a", "b", "d", "e", "f"]
+    assert state.session.saved_nodes == 4
+    assert [n.node_id for n in state.session.graph.since(4)] == ["f"]
 
 
 def test_branch_to_a_non_resident_node_loads_its_path() -> None:
