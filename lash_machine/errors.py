@@ -16,6 +16,7 @@ __all__ = [
     "InvalidEvent",
     "LashMachineError",
     "LeaseHeld",
+    "LeaseLost",
     "ModelSpecMissing",
     "ProtocolError",
     "ResidencyRequiresStore",
@@ -178,3 +179,25 @@ class LeaseHeld(StoreError):
         self.owner = owner
         self.expires_at = expires_at
         super().__init__(f"session {session_id!r} is leased by {owner!r} until {expires_at}")
+
+
+class LeaseLost(StoreError):
+    """This worker's execution lease on the session is no longer current:
+    it expired and another worker claimed the session, or it was released.
+    A commit fenced with its token was refused with nothing applied, and a
+    renewal fails.
+
+    Stop working on the session: close it with ``discard=True`` and, when
+    the work must go on, claim it again (open or resume) and redo the work
+    from the stored head. ``token`` is the stale token; ``current`` the
+    session's newest token (``None`` when it never had a lease).
+    """
+
+    def __init__(self, session_id: str, token: int | None, current: int | None) -> None:
+        self.session_id = session_id
+        self.token = token
+        self.current = current
+        super().__init__(
+            f"session {session_id!r}: lease token {token} is no longer current"
+            f" (newest token {current}); claim the session again"
+        )

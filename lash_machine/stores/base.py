@@ -22,8 +22,10 @@ from ..persisted import (
 
 __all__ = ["SCHEMA_VERSION", "SessionStore"]
 
-#: The version of the SQL schemas this release reads and writes.
-SCHEMA_VERSION = 1
+#: The version of the SQL schemas this release reads and writes. Version 2
+#: added the execution-lease table; a version 1 database is refused (the
+#: format was never released, so no migration exists).
+SCHEMA_VERSION = 2
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from ..errors import HeadRevisionConflict, StoreError
+from ..errors import HeadRevisionConflict, LeaseLost, StoreError
 from ..model import SessionNode
 from ..persisted import (
     ActivePath,
@@ -35,6 +35,7 @@ from ._rows import (
     path_root_first,
     with_parent,
 )
+from .leases import Lease, check_claim, check_fence, claim_verdict
 
 __all__ = ["MemoryStore"]
 
@@ -55,15 +56,29 @@ class _Session:
     live_nodes: int = 0
 
 
+@attrs.define
+class _Lease:
+    owner: str | None  # None once released
+    token: int
+    expires_at: float
+
+    def held(self) -> tuple[str | None, int, float]:
+        return (self.owner, self.token, self.expires_at)
+
+
 class MemoryStore:
     """A :class:`~lash_machine.stores.base.SessionStore` in a dict, guarded
     by one lock. Nothing survives the process; use it in tests and for
-    sessions that need no durability."""
+    sessions that need no durability. Grants execution leases
+    (:class:`~lash_machine.stores.leases.LeaseStore`) to the threads of
+    this process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
         self._intents: dict[tuple[str, str], AttachmentIntent] = {}
+        # Never deleted, not even with the session: tokens must not repeat.
+        self._leases: dict[str, _Lease] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -117,9 +132,15 @@ class MemoryStore:
             self._check_open()
             session = self._sessions.get(commit.session_id)
             actual = None if session is None else session.head_revision
+            lease = self._leases.get(commit.session_id)
+            check_fence(
+                commit.session_id,
+                commit.fencing_token,
+                None if lease is None else lease.held(),
+                time.time(),
+            )
             if actual != commit.expected_head:
                 raise HeadRevisionConflict(commit.session_id, commit.expected_head, actual)
-            # The fencing token is checked here once sessions hold leases.
             existing = {} if session is None else session.nodes
             seen: set[str] = set()
             for row in appended:
@@ -217,9 +238,58 @@ class MemoryStore:
             self._check_open()
             return self._intents.pop((session_id, attachment_id), None) is not None
 
+    # -- execution leases ---------------------------------------------------
+
+    def claim_lease(
+        self, session_id: str, owner: str, ttl: float, now: float | None = None
+    ) -> Lease:
+        """Claim the session for ``owner`` (see
+        :class:`~lash_machine.stores.leases.LeaseStore`)."""
+        check_claim(owner, ttl)
+        with self._lock:
+            self._check_open()
+            at = time.time() if now is None else now
+            found = self._leases.get(session_id)
+            token = claim_verdict(session_id, owner, None if found is None else found.held(), at)
+            self._leases[session_id] = _Lease(owner, token, at + ttl)
+            return Lease(session_id, owner, token, at + ttl)
+
+    def renew_lease(self, lease: Lease, ttl: float, now: float | None = None) -> Lease:
+        """Extend a current lease; :class:`LeaseLost` when it is not."""
+        check_claim(lease.owner, ttl)
+        with self._lock:
+            self._check_open()
+            found = self._leases.get(lease.session_id)
+            if found is None or (found.owner, found.token) != (lease.owner, lease.token):
+                current = None if found is None else found.token
+                raise LeaseLost(lease.session_id, lease.token, current)
+            found.expires_at = (time.time() if now is None else now) + ttl
+            return attrs.evolve(lease, expires_at=found.expires_at)
+
+    def release_lease(self, lease: Lease) -> bool:
+        """Give the session up; ``False`` when the lease was not current."""
+        with self._lock:
+            self._check_open()
+            found = self._leases.get(lease.session_id)
+            if found is None or (found.owner, found.token) != (lease.owner, lease.token):
+                return False
+            found.owner = None
+            return True
+
+    def current_lease(self, session_id: str, now: float | None = None) -> Lease | None:
+        """The live lease of the session, if any."""
+        with self._lock:
+            self._check_open()
+            found = self._leases.get(session_id)
+            at = time.time() if now is None else now
+            if found is None or found.owner is None or found.expires_at <= at:
+                return None
+            return Lease(session_id, found.owner, found.token, found.expires_at)
+
     def close(self) -> None:
         """Drop everything; later calls raise :class:`StoreError`."""
         with self._lock:
             self._closed = True
             self._sessions.clear()
             self._intents.clear()
+            self._leases.clear()

@@ -19,12 +19,13 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import attrs
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import HeadRevisionConflict, SchemaVersionMismatch, StoreError
+from ..errors import HeadRevisionConflict, LeaseHeld, LeaseLost, SchemaVersionMismatch, StoreError
 from ..model import SessionNode
 from ..persisted import (
     ActivePath,
@@ -45,6 +46,7 @@ from ._rows import (
     with_parent,
 )
 from .base import SCHEMA_VERSION
+from .leases import Lease, check_claim, check_fence
 
 __all__ = ["PostgresStore"]
 
@@ -97,6 +99,14 @@ _SCHEMA = (
     )""",
     "CREATE INDEX lash_intents_uncommitted ON lash_attachment_intents (created_at)"
     " WHERE NOT committed",
+    # One row per session ever leased, kept after release and after the
+    # session is deleted: its token only grows. owner is NULL once released.
+    """CREATE TABLE lash_leases (
+        session_id text PRIMARY KEY,
+        owner text,
+        token bigint NOT NULL,
+        expires_at double precision NOT NULL
+    )""",
 )
 
 _NODE_COLUMNS = "node_id, parent_id, kind, frame_id, created_at, body"
@@ -145,11 +155,34 @@ _SELECT_HEAD = "SELECT head_revision FROM lash_sessions WHERE session_id = %s"
 # is written. Its row lock orders concurrent committers. All data-modifying
 # CTEs share one snapshot: reparents of nodes appended by the same commit
 # are folded into the inserted rows beforehand.
+#: The server's clock, in seconds since the epoch: every lease expiry is
+#: judged by it (unless the caller passes ``now``), so workers' clocks may drift.
+_CLOCK = "extract(epoch from clock_timestamp())::float8"
+
+# The lease check comes first. FOR SHARE locks the session's lease row (when
+# it has one) for the rest of the statement: a claim, which updates that
+# row, waits for this commit to finish, and a commit that waited for a claim
+# re-reads the row and sees the new token. So no claim lands between the
+# check and the compare-and-set, and a worker that claimed the session sees
+# every commit fenced by an older token. ``fence`` is one row saying whether
+# the lease lets this commit through; the compare-and-set requires it.
+_FENCE = f"""
+lease AS MATERIALIZED (
+    SELECT owner, token, expires_at FROM lash_leases WHERE session_id = %(sid)s FOR SHARE
+),
+fence AS MATERIALIZED (
+    SELECT CASE WHEN %(token)s::bigint IS NULL
+        THEN NOT EXISTS (SELECT 1 FROM lease WHERE owner IS NOT NULL AND expires_at > {_CLOCK})
+        ELSE EXISTS (SELECT 1 FROM lease WHERE owner IS NOT NULL AND token = %(token)s::bigint)
+    END AS ok
+),
+"""
 _CAS_CREATE = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at)
-VALUES (%(sid)s, 1, %(count)s, %(count)s, %(leaf)s, %(policy)s, %(frames)s, %(frame)s,
-    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s)
+SELECT %(sid)s, 1, %(count)s, %(count)s, %(leaf)s, %(policy)s, %(frames)s, %(frame)s,
+    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s
+  FROM fence WHERE fence.ok
 ON CONFLICT (session_id) DO NOTHING
 RETURNING 0::bigint AS first_seq
 """
@@ -158,7 +191,7 @@ UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = next_seq 
     live_nodes = live_nodes + %(count)s, leaf_id = %(leaf)s, policy = %(policy)s,
     frames = %(frames)s, current_frame_id = %(frame)s, tool_snapshot = %(tools)s,
     plugin_snapshot = %(plugins)s, host_checkpoint = %(checkpoint)s, updated_at = %(now)s
-WHERE session_id = %(sid)s AND head_revision = %(expected)s
+WHERE session_id = %(sid)s AND head_revision = %(expected)s AND (SELECT ok FROM fence)
 RETURNING next_seq - %(count)s AS first_seq
 """
 _COMMIT_REST = """,
@@ -180,10 +213,31 @@ adopted AS (
       FROM cas
      WHERE i.session_id = %(sid)s AND i.attachment_id = ANY(%(adopt)s::text[])
 )
-SELECT first_seq FROM cas
+SELECT (SELECT first_seq FROM cas), fence.ok,
+       (SELECT owner FROM lease), (SELECT token FROM lease), (SELECT expires_at FROM lease)
+  FROM fence
 """
-_COMMIT_CREATE = f"WITH cas AS ({_CAS_CREATE})" + _COMMIT_REST
-_COMMIT_ADVANCE = f"WITH cas AS ({_CAS_ADVANCE})" + _COMMIT_REST
+_COMMIT_CREATE = f"WITH {_FENCE} cas AS ({_CAS_CREATE})" + _COMMIT_REST
+_COMMIT_ADVANCE = f"WITH {_FENCE} cas AS ({_CAS_ADVANCE})" + _COMMIT_REST
+
+# A claim is one upsert. The stored lease is taken over when it was
+# released, is the claimant's own, or has expired; ``excluded.expires_at -
+# ttl`` is the claim's "now". No row back means another owner holds it.
+_CLAIM = f"""
+INSERT INTO lash_leases AS l (session_id, owner, token, expires_at)
+VALUES (%(sid)s, %(owner)s, 1, coalesce(%(now)s::float8, {_CLOCK}) + %(ttl)s::float8)
+ON CONFLICT (session_id) DO UPDATE
+   SET owner = excluded.owner, token = l.token + 1, expires_at = excluded.expires_at
+ WHERE l.owner IS NULL OR l.owner = excluded.owner
+    OR l.expires_at <= excluded.expires_at - %(ttl)s::float8
+RETURNING token, expires_at
+"""
+_RENEW = f"""
+UPDATE lash_leases SET expires_at = coalesce(%(now)s::float8, {_CLOCK}) + %(ttl)s::float8
+ WHERE session_id = %(sid)s AND owner = %(owner)s AND token = %(token)s
+RETURNING expires_at
+"""
+_SELECT_LEASE = "SELECT owner, token, expires_at FROM lash_leases WHERE session_id = %s"
 
 
 _OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
@@ -254,6 +308,7 @@ class PostgresStore:
                 " to_regclass('lash_sessions') IS NOT NULL"
                 " OR to_regclass('lash_nodes') IS NOT NULL"
                 " OR to_regclass('lash_attachment_intents') IS NOT NULL"
+                " OR to_regclass('lash_leases') IS NOT NULL"
             ).fetchone()
             assert found is not None
             has_version, has_tables = found
@@ -364,15 +419,26 @@ class PostgresStore:
             "moved": list(repairs),
             "new_parents": list(repairs.values()),
             "adopt": list(commit.adopt_attachments),
+            "token": commit.fencing_token,
         }
         query = _COMMIT_CREATE if commit.expected_head is None else _COMMIT_ADVANCE
+        token = commit.fencing_token
+        if token is not None and (isinstance(token, bool) or not isinstance(token, int)):
+            raise StoreError(f"session {sid!r}: fencing token must be an integer")
         with self._connection() as conn:
-            # The fencing token is checked here once sessions hold leases.
             try:
                 won = conn.execute(query, params).fetchone()
             except pg_errors.UniqueViolation as exc:
                 raise _duplicate_node(conn, sid, [row[0] for row in rows], exc) from exc
-            if won is None:
+            assert won is not None, "the commit statement always answers one row"
+            first_seq, fenced_ok, *held = won
+            if not fenced_ok:
+                # Raises: the lease refused the commit, nothing was written.
+                # The clock only matters for an unfenced commit, whose
+                # statement already saw a live lease; judge it live.
+                check_fence(sid, token, (held[0], held[1], held[2]), float("-inf"))
+                raise StoreError(f"session {sid!r}: the lease refused the commit")
+            if first_seq is None:
                 actual = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
                 raise HeadRevisionConflict(
                     sid, commit.expected_head, None if actual is None else actual[0]
@@ -483,6 +549,73 @@ class PostgresStore:
                 (session_id, attachment_id),
             ).rowcount
         return deleted > 0
+
+    # -- execution leases ---------------------------------------------------
+
+    def claim_lease(
+        self, session_id: str, owner: str, ttl: float, now: float | None = None
+    ) -> Lease:
+        """Claim the session for ``owner`` (see
+        :class:`~lash_machine.stores.leases.LeaseStore`); expiry follows the
+        server's clock unless ``now`` is given."""
+        check_claim(owner, ttl)
+        _refuse_nul(f"session {session_id!r}", session_id)
+        params = {"sid": session_id, "owner": owner, "ttl": float(ttl), "now": now}
+        with self._connection() as conn:
+            # A lease released between the refused upsert and the read of
+            # its holder is free again: try once more before reporting.
+            for _ in range(3):
+                claimed = conn.execute(_CLAIM, params).fetchone()
+                if claimed is not None:
+                    return Lease(session_id, owner, int(claimed[0]), float(claimed[1]))
+                held = conn.execute(_SELECT_LEASE, (session_id,)).fetchone()
+                if held is not None and held[0] is not None:
+                    raise LeaseHeld(session_id, held[0], float(held[2]))
+        raise StoreError(f"session {session_id!r}: the lease changed hands during the claim")
+
+    def renew_lease(self, lease: Lease, ttl: float, now: float | None = None) -> Lease:
+        """Extend a current lease; :class:`LeaseLost` when it is not."""
+        check_claim(lease.owner, ttl)
+        _refuse_nul(f"session {lease.session_id!r}", lease.session_id)
+        params = {
+            "sid": lease.session_id,
+            "owner": lease.owner,
+            "token": lease.token,
+            "ttl": float(ttl),
+            "now": now,
+        }
+        with self._connection() as conn:
+            renewed = conn.execute(_RENEW, params).fetchone()
+            if renewed is None:
+                held = conn.execute(_SELECT_LEASE, (lease.session_id,)).fetchone()
+                raise LeaseLost(lease.session_id, lease.token, None if held is None else held[1])
+        return attrs.evolve(lease, expires_at=float(renewed[0]))
+
+    def release_lease(self, lease: Lease) -> bool:
+        """Give the session up; ``False`` when the lease was not current."""
+        if _has_nul(lease.session_id, lease.owner):
+            return False
+        with self._connection() as conn:
+            released = conn.execute(
+                "UPDATE lash_leases SET owner = NULL"
+                " WHERE session_id = %s AND owner = %s AND token = %s",
+                (lease.session_id, lease.owner, lease.token),
+            ).rowcount
+        return released > 0
+
+    def current_lease(self, session_id: str, now: float | None = None) -> Lease | None:
+        """The live lease of the session, if any (by the server's clock
+        unless ``now`` is given)."""
+        if _has_nul(session_id):
+            return None
+        with self._connection() as conn:
+            held = conn.execute(
+                "SELECT owner, token, expires_at FROM lash_leases"
+                " WHERE session_id = %s AND owner IS NOT NULL"
+                f" AND expires_at > coalesce(%s::float8, {_CLOCK})",
+                (session_id, now),
+            ).fetchone()
+        return None if held is None else Lease(session_id, held[0], int(held[1]), float(held[2]))
 
     def close(self) -> None:
         """Close the pool; later calls raise :class:`StoreError`."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import HeadRevisionConflict, SchemaVersionMismatch, StoreError
+from ..errors import HeadRevisionConflict, LeaseLost, SchemaVersionMismatch, StoreError
 from ..model import SessionNode
 from ..persisted import (
     ActivePath,
@@ -30,6 +30,7 @@ from ..persisted import (
 )
 from ._rows import decode_node, decode_session, encode_node, encode_session, path_root_first
 from .base import SCHEMA_VERSION
+from .leases import Lease, check_claim, check_fence, claim_verdict
 
 __all__ = ["SQLiteStore"]
 
@@ -77,6 +78,14 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE INDEX lash_intents_uncommitted ON lash_attachment_intents (created_at)"
     " WHERE committed = 0",
+    # One row per session ever leased, kept after release and after the
+    # session is deleted: its token only grows. owner is NULL once released.
+    """CREATE TABLE lash_leases (
+        session_id TEXT NOT NULL PRIMARY KEY,
+        owner TEXT,
+        token INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
 )
 
 _NODE_COLUMNS = "node_id, parent_id, kind, frame_id, created_at, body"
@@ -122,6 +131,12 @@ WHERE session_id = ?
 """
 _INSERT_NODE = f"""
 INSERT INTO lash_nodes (session_id, seq, {_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SELECT_LEASE = "SELECT owner, token, expires_at FROM lash_leases WHERE session_id = ?"
+_UPSERT_LEASE = """
+INSERT INTO lash_leases (session_id, owner, token, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE SET
+    owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at
 """
 _REPARENT = "UPDATE lash_nodes SET parent_id = ? WHERE session_id = ? AND node_id = ?"
 _ADOPT = (
@@ -205,10 +220,20 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: text the database cannot hold: {exc}") from exc
 
     def _open_schema(self, conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open: {exc}") from exc
+        # Switching a new file to WAL takes an exclusive lock that SQLite does
+        # not wait for through the busy handler: two processes opening one
+        # new file at once see "database is locked". Retry until the timeout.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.path}: cannot open: {exc}") from exc
+                time.sleep(0.01)
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot open: {exc}") from exc
         with self._transaction("BEGIN IMMEDIATE"):
             # Read under the write lock: a concurrent opener of a new file
             # either created the schema already or waits for us to.
@@ -265,11 +290,13 @@ class SQLiteStore:
         appended = [encode_node(sid, n) for n in commit.delta.appended]
         now = time.time()
         with self._transaction("BEGIN IMMEDIATE") as conn:
+            # The write lock is held from here on: no claim can come between
+            # the lease check and the compare-and-set.
+            check_fence(sid, commit.fencing_token, _lease_row(conn, sid), now)
             found = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
             actual = None if found is None else found[0]
             if actual != commit.expected_head:
                 raise HeadRevisionConflict(sid, commit.expected_head, actual)
-            # The fencing token is checked here once sessions hold leases.
             first_seq = 0 if found is None else found[1]
             columns = (
                 session.leaf_id,
@@ -384,6 +411,54 @@ class SQLiteStore:
             ).rowcount
         return deleted > 0
 
+    # -- execution leases ---------------------------------------------------
+
+    def claim_lease(
+        self, session_id: str, owner: str, ttl: float, now: float | None = None
+    ) -> Lease:
+        """Claim the session for ``owner`` (see
+        :class:`~lash_machine.stores.leases.LeaseStore`)."""
+        check_claim(owner, ttl)
+        at = time.time() if now is None else now
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            token = claim_verdict(session_id, owner, _lease_row(conn, session_id), at)
+            conn.execute(_UPSERT_LEASE, (session_id, owner, token, at + ttl))
+        return Lease(session_id, owner, token, at + ttl)
+
+    def renew_lease(self, lease: Lease, ttl: float, now: float | None = None) -> Lease:
+        """Extend a current lease; :class:`LeaseLost` when it is not."""
+        check_claim(lease.owner, ttl)
+        expires_at = (time.time() if now is None else now) + ttl
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            renewed = conn.execute(
+                "UPDATE lash_leases SET expires_at = ?"
+                " WHERE session_id = ? AND owner = ? AND token = ?",
+                (expires_at, lease.session_id, lease.owner, lease.token),
+            ).rowcount
+            if not renewed:
+                held = _lease_row(conn, lease.session_id)
+                raise LeaseLost(lease.session_id, lease.token, None if held is None else held[1])
+        return Lease(lease.session_id, lease.owner, lease.token, expires_at)
+
+    def release_lease(self, lease: Lease) -> bool:
+        """Give the session up; ``False`` when the lease was not current."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            released = conn.execute(
+                "UPDATE lash_leases SET owner = NULL"
+                " WHERE session_id = ? AND owner = ? AND token = ?",
+                (lease.session_id, lease.owner, lease.token),
+            ).rowcount
+        return released > 0
+
+    def current_lease(self, session_id: str, now: float | None = None) -> Lease | None:
+        """The live lease of the session, if any."""
+        at = time.time() if now is None else now
+        with self._transaction("BEGIN") as conn:
+            held = _lease_row(conn, session_id)
+        if held is None or held[0] is None or held[2] <= at:
+            return None
+        return Lease(session_id, held[0], held[1], held[2])
+
     def close(self) -> None:
         """Close every thread's connection. Call it once no other thread is
         inside a store method; later calls raise :class:`StoreError`."""
@@ -392,6 +467,11 @@ class SQLiteStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+
+
+def _lease_row(conn: sqlite3.Connection, session_id: str) -> tuple[str | None, int, float] | None:
+    row = conn.execute(_SELECT_LEASE, (session_id,)).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
 
 
 def _duplicate_node(conn: sqlite3.Connection, session_id: str, node_ids: list[str]) -> StoreError:

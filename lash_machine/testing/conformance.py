@@ -59,6 +59,7 @@ from ..stores.base import SessionStore
 
 __all__ = [
     "POLICY",
+    "LeaseConformance",
     "RACE_SESSION",
     "RaceOutcome",
     "StoreConformance",
@@ -106,6 +107,7 @@ def make_commit(
     adopt: Sequence[str] = (),
     policy: SessionPolicy = POLICY,
     host_checkpoint: JSON = None,
+    fencing_token: int | None = None,
 ) -> SessionCommit:
     """A commit for tests; the leaf defaults to the last appended node."""
     if leaf_id is None and appended:
@@ -120,6 +122,7 @@ def make_commit(
         delta=GraphDelta(leaf_id=leaf_id, appended=tuple(appended), reparented=tuple(reparented)),
         host_checkpoint=host_checkpoint,
         adopt_attachments=tuple(adopt),
+        fencing_token=fencing_token,
     )
 
 
@@ -897,3 +900,14 @@ class StoreConformance(abc.ABC):
         with pytest.raises(SchemaVersionMismatch) as caught:
             self.make_store(tmp_path).close()
         assert caught.value.found == 999
+
+
+def __getattr__(name: str) -> Any:
+    # The lease suite lives in its own module (it imports the helpers
+    # above); it is offered here beside the store suite, loaded on first use
+    # so that importing either module first works.
+    if name == "LeaseConformance":
+        from .lease_conformance import LeaseConformance
+
+        return LeaseConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
