@@ -137,6 +137,26 @@ WITH RECURSIVE path(node_id, parent_id, kind, frame_id, created_at, body, depth)
 )
 SELECT node_id, parent_id, kind, frame_id, created_at, body FROM path ORDER BY depth DESC
 """
+# PostgreSQL's planner may turn the plain join above into a hash join over
+# every node of the session; a LATERAL probe with LIMIT 1 keeps each step of
+# the walk one primary-key lookup, as a careful hand-written query would.
+RAW_PATH_POSTGRES = """
+WITH RECURSIVE path AS (
+    SELECT node_id, parent_id, kind, frame_id, created_at, body, 0 AS depth FROM lash_nodes
+     WHERE session_id = %(sid)s AND node_id = %(leaf)s AND NOT tombstoned
+    UNION ALL
+    SELECT parent.*, path.depth + 1 FROM path, LATERAL (
+        SELECT node_id, parent_id, kind, frame_id, created_at, body FROM lash_nodes AS n
+         WHERE n.session_id = %(sid)s AND n.node_id = path.parent_id AND NOT n.tombstoned
+         LIMIT 1
+    ) AS parent
+)
+SELECT node_id, parent_id, kind, frame_id, created_at, body FROM path ORDER BY depth DESC
+"""
+RAW_ALL_QMARK = """
+SELECT node_id, parent_id, kind, frame_id, created_at, body FROM lash_nodes
+ WHERE session_id = ? AND NOT tombstoned ORDER BY seq
+"""
 SESSION_QMARK = (
     "SELECT head_revision, leaf_id, policy, frames, current_frame_id, tool_snapshot,"
     " plugin_snapshot, host_checkpoint FROM lash_sessions WHERE session_id = ?"
@@ -216,6 +236,15 @@ class RawSQLite:
         conn.execute("COMMIT")
         return rows
 
+    def load_all(self, session_id: str) -> list[Any]:
+        """The session row and every live node, in insertion order."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        conn.execute(SESSION_QMARK, (session_id,)).fetchone()
+        rows = conn.execute(RAW_ALL_QMARK, (session_id,)).fetchall()
+        conn.execute("COMMIT")
+        return rows
+
     def close(self) -> None:
         self.conn.close()
 
@@ -261,7 +290,18 @@ class RawPostgres:
         with conn.cursor() as cur:
             cur.execute(to_pyformat(SESSION_QMARK), (session_id,))
             cur.fetchone()
-            cur.execute(to_pyformat(RAW_PATH_QMARK), {"sid": session_id, "leaf": leaf_id})
+            cur.execute(RAW_PATH_POSTGRES, {"sid": session_id, "leaf": leaf_id})
+            rows = cur.fetchall()
+        conn.commit()
+        return rows
+
+    def load_all(self, session_id: str) -> list[Any]:
+        """The session row and every live node, in insertion order."""
+        conn = self.conn
+        with conn.cursor() as cur:
+            cur.execute(to_pyformat(SESSION_QMARK), (session_id,))
+            cur.fetchone()
+            cur.execute(to_pyformat(RAW_ALL_QMARK), (session_id,))
             rows = cur.fetchall()
         conn.commit()
         return rows

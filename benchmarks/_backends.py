@@ -1,0 +1,69 @@
+"""The databases a workload runs on: a fresh SQLite file and, when there is
+a server, a fresh PostgreSQL schema; each with lash_machine's store and the
+raw driver of ``bench_store`` on the same tables."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lash_machine.stores.base import SessionStore
+from lash_machine.stores.sqlite import SQLiteStore
+
+from ._common import Config
+from ._pg import fresh_schema
+
+__all__ = ["Backend", "open_backends"]
+
+_files = itertools.count()
+
+
+@dataclass
+class Backend:
+    """One database: ``name`` for the report, the store, the raw driver
+    (``RawSQLite`` or ``RawPostgres``) and its placeholder ``mark``."""
+
+    name: str
+    store: SessionStore
+    raw: Any
+    mark: str
+
+    def settle(self) -> None:
+        """After a bulk build, do what autovacuum would do soon after
+        (``VACUUM ANALYZE``), so neither the plans nor the timings depend
+        on when it happens to run. SQLite needs nothing."""
+        if self.mark == "%s":
+            conn = self.raw.conn
+            conn.commit()
+            conn.autocommit = True
+            try:
+                conn.execute("VACUUM ANALYZE")
+            finally:
+                conn.autocommit = False
+
+
+@contextlib.contextmanager
+def open_backends(config: Config, label: str) -> Iterator[list[Backend]]:
+    """SQLite always, PostgreSQL when the run has a server; closed after."""
+    from .bench_store import RawPostgres, RawSQLite
+
+    with contextlib.ExitStack() as stack:
+        path = str(config.tmp / f"{label}-{next(_files)}.db")
+        store = SQLiteStore(path, synchronous=config.synchronous)
+        stack.callback(store.close)
+        raw = RawSQLite(path, config.synchronous)
+        stack.callback(raw.close)
+        found = [Backend("SQLite", store, raw, "?")]
+        if config.pg_dsn is not None:
+            from lash_machine.stores.postgres import PostgresStore
+
+            _, dsn = fresh_schema(config.pg_dsn, label)
+            pg_store = PostgresStore(dsn)
+            stack.callback(pg_store.close)
+            pg_raw = RawPostgres(dsn)
+            stack.callback(pg_raw.close)
+            found.append(Backend("PostgreSQL", pg_store, pg_raw, "%s"))
+        yield found
