@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["EXIT_CODES_HELP", "CliError", "Exit"]
+__all__ = ["EXIT_CODES_HELP", "EXIT_CODES_POINTER", "CliError", "Exit"]
 
 
 class Exit(enum.IntEnum):
@@ -33,11 +33,19 @@ exit codes:
   2  usage error (bad or missing arguments)
   3  not found: the database file, the lash-machine tables, the session,
      or the file to import
-  4  store error: the database is unreachable or unusable (not a
-     lash-machine database, another schema version, a corrupt row, ...)
+  4  store or I/O error: the database is unreachable or unusable (not a
+     lash-machine database, another schema version, a corrupt row, ...),
+     or a file cannot be read or written
   5  bad input: the file to import is not a valid wire-format session
-  6  conflict: the session already exists (import), another writer
-     committed first (heal --apply), the demo's --db file exists
+  6  conflict: the session already exists (import); another writer
+     committed first or holds the session's lease (heal --apply); the
+     demo's --db file exists
+"""
+
+#: The epilog of each command's ``--help``.
+EXIT_CODES_POINTER = """\
+exit codes: 0 ok, 1 problems found, 2 usage, 3 not found, 4 store or I/O
+error, 5 bad input, 6 conflict (`lash-machine --help` says more)
 """
 
 

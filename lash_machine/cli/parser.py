@@ -13,7 +13,7 @@ from collections.abc import Callable
 from .. import __version__
 from . import operator
 from .demo import run_demo
-from .exits import EXIT_CODES_HELP
+from .exits import EXIT_CODES_HELP, EXIT_CODES_POINTER
 
 __all__ = ["build_parser"]
 
@@ -29,6 +29,8 @@ A SESSION may be given by a unique prefix of its id.
 """
 
 Command = Callable[[argparse.Namespace], int]
+
+_SESSION = "a session id, or a prefix that names one session"
 
 
 def _where(parser: argparse.ArgumentParser, default: object) -> None:
@@ -55,14 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        name: str, run: Command, summary: str, *, database: bool = True
+        name: str, run: Command, summary: str, *, database: bool = True, more: str = ""
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             parents=[where] if database else [],
             help=summary,
-            description=summary,
-            epilog=EXIT_CODES_HELP,
+            description=f"{summary}.\n\n{more}" if more else f"{summary}.",
+            epilog=EXIT_CODES_POINTER,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(run=run)
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run a narrated session on a new SQLite file: open, append, branch, park,"
         " resume, load history, prune, vacuum",
         database=False,
+        more="Each step prints what the machine emitted (store requests, lifecycle\n"
+        "events, host requests) and how long it took; it ends with the session's\n"
+        "tree. The file is kept, to try the other commands on.",
     )
     demo.add_argument(
         "--db",
@@ -86,16 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     sessions = command("sessions", operator.sessions, "list the stored sessions")
     sessions.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    show = command("show", operator.show, "draw a session's graph as a tree")
-    show.add_argument("session", metavar="SESSION")
+    show = command(
+        "show",
+        operator.show,
+        "draw a session's graph as a tree",
+        more="The margin marks the active path (*) and orphans (o, off the active path).\n"
+        "A chain stays in its column; a fork indents. Node ids are shortened to a\n"
+        "unique prefix of at least 8 characters.",
+    )
+    show.add_argument("session", metavar="SESSION", help=_SESSION)
     show.add_argument("--full-ids", action="store_true", help="print whole node ids")
 
     orphans = command("orphans", operator.orphans, "list a session's nodes off the active path")
-    orphans.add_argument("session", metavar="SESSION")
+    orphans.add_argument("session", metavar="SESSION", help=_SESSION)
     orphans.add_argument("--json", action="store_true", help="print the nodes as JSON")
 
-    prune = command("prune", operator.prune, "tombstone a session's orphans (vacuum removes them)")
-    prune.add_argument("session", metavar="SESSION")
+    prune = command(
+        "prune",
+        operator.prune,
+        "tombstone a session's orphans (vacuum removes them)",
+        more="Tombstoned nodes are hidden from every read at once and deleted by the next\n"
+        "vacuum. Refused (exit 1) while the session's graph needs repair.",
+    )
+    prune.add_argument("session", metavar="SESSION", help=_SESSION)
 
     command("vacuum", operator.vacuum, "remove every tombstoned node of the database for good")
 
@@ -103,19 +121,40 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         operator.check,
         "scan sessions for graphs that need repair and corrupt rows (writes nothing)",
+        more="Reads every session (or one) in full, decodes every row and heals each\n"
+        "graph in memory. Exit 1 when any session needs repair or has a corrupt row.",
     )
     check.add_argument("session", metavar="SESSION", nargs="?", help="only this session")
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    heal = command("heal", operator.heal, "show (or, with --apply, commit) a session's repairs")
-    heal.add_argument("session", metavar="SESSION")
+    heal = command(
+        "heal",
+        operator.heal,
+        "show (or, with --apply, commit) a session's repairs",
+        more="Without --apply nothing is written, and the exit code is 1 when there are\n"
+        "repairs to make. --apply commits them as one commit (a compare-and-set on\n"
+        "the head revision: a concurrent writer is never overwritten).",
+    )
+    heal.add_argument("session", metavar="SESSION", help=_SESSION)
     heal.add_argument("--apply", action="store_true", help="commit the repairs")
 
-    export = command("export", operator.export, "write a session as wire-format JSON")
-    export.add_argument("session", metavar="SESSION")
+    export = command(
+        "export",
+        operator.export,
+        "write a session as wire-format JSON",
+        more="One lash_machine.wire message (a StoredSession with its live nodes), to\n"
+        "stdout or a file; `import` reads it back.",
+    )
+    export.add_argument("session", metavar="SESSION", help=_SESSION)
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
 
-    import_ = command("import", operator.import_, "create a session from a wire-format export")
+    import_ = command(
+        "import",
+        operator.import_,
+        "create a session from a wire-format export",
+        more="The session is created by one first commit, at head revision 1; an\n"
+        "existing session of that id is never touched (exit 6).",
+    )
     import_.add_argument("file", metavar="FILE", help="the export to read ('-' for stdin)")
     import_.add_argument(
         "--create",

@@ -83,12 +83,15 @@ def truncate(text: str, width: int, glyphs: Glyphs = UNICODE) -> str:
 
 def node_label(node: SessionNode) -> str:
     """A one-line summary of a node: ``role: content`` for chat messages,
-    the text of a string body, compact JSON otherwise; other kinds than
+    the ``text`` of a body that has one, a string body as it is, compact
+    JSON otherwise; other kinds than
     messages are tagged (``[event] ...``)."""
     body = node.body
     if isinstance(body, dict) and isinstance(body.get("content"), str):
         role = body.get("role")
         text = f"{role}: {body['content']}" if isinstance(role, str) else body["content"]
+    elif isinstance(body, dict) and isinstance(body.get("text"), str):
+        text = body["text"]
     elif isinstance(body, str):
         text = body
     else:

@@ -69,7 +69,7 @@ class Target:
         if self.dsn is None:
             return []
         found: set[str] = set()
-        for pattern in _PATTERNS:
+        for pattern in _patterns(self.dsn):
             for match in pattern.finditer(self.dsn):
                 raw = match.group("secret")
                 found.update({raw, raw.strip("'"), urllib.parse.unquote(raw)})
@@ -78,12 +78,17 @@ class Target:
         return sorted(found, key=len, reverse=True)
 
 
-_PATTERNS = (_URI_PASSWORD, _KEYWORD_PASSWORD, _QUERY_PASSWORD)
+def _patterns(dsn: str) -> tuple[re.Pattern[str], ...]:
+    """Where a password sits: in a URI's user info or query, or in a
+    ``key=value`` string's ``password`` (which may hold ``&``)."""
+    if "://" in dsn:
+        return (_URI_PASSWORD, _QUERY_PASSWORD)
+    return (_KEYWORD_PASSWORD,)
 
 
 def redact(dsn: str) -> str:
     """``dsn`` with its password replaced by ``***`` (URI or key=value form)."""
-    for pattern in _PATTERNS:
+    for pattern in _patterns(dsn):
         dsn = pattern.sub(lambda m: m.group("head") + "***", dsn)
     return dsn
 
