@@ -25,6 +25,7 @@ from lash_machine.drivers.blocking import Driver
 from lash_machine.persisted import FullGraph, StoredSession
 from lash_machine.stores import SQLiteStore
 from lash_machine.stores.base import SessionStore
+from lash_machine.stores.leases import LeaseStore
 
 POLICY = SessionPolicy(ModelSpec("test-model"), provider_id="test")
 ENV = {**os.environ, "COLUMNS": "100", "PYTHONIOENCODING": "utf-8"}
@@ -183,6 +184,20 @@ def _label(db: Db) -> str:
 def test_orphans_prune_and_vacuum(db: Db) -> None:
     listed = cli("orphans", "s-main", "--json", *db.args)
     assert [node["node_id"] for node in json.loads(listed.stdout)] == ["n3"]
+
+    # Tombstones are not fenced: a worker holding the session keeps prune out.
+    store = db.open()
+    assert isinstance(store, LeaseStore)
+    lease = store.claim_lease("s-main", "worker-1", ttl=60)
+    try:
+        shown = cli("show", "s-main", *db.args)
+        assert "in use: worker-1 holds its lease until " in shown.stdout
+        refused = cli("prune", "s-main", *db.args)
+        assert refused.returncode == 6
+        assert "'s-main' is in use: 'worker-1' holds its lease until" in refused.stderr
+    finally:
+        store.release_lease(lease)
+        store.close()
 
     pruned = cli("prune", "s-main", *db.args)
     assert pruned.returncode == 0, pruned.stderr

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from ..errors import CorruptRow, HeadRevisionConflict, LeaseHeld, StoreError, WireError
 from .exits import CliError, Exit
 from .parser import build_parser
+from .render import iso_time, printable
 from .target import Target, scrub
 
 __all__ = ["main"]
@@ -48,7 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except CliError as error:
         return _fail(error.message, error.code, secrets)
-    except (HeadRevisionConflict, LeaseHeld) as error:
+    except LeaseHeld as error:
+        message = (
+            f"session {printable(error.session_id)!r} is in use: {printable(error.owner)!r}"
+            f" holds its lease until {iso_time(error.expires_at)}; retry once it parks"
+            " or the lease expires"
+        )
+        return _fail(message, Exit.CONFLICT, secrets)
+    except HeadRevisionConflict as error:
         return _fail(str(error), Exit.CONFLICT, secrets)
     except CorruptRow as error:
         hint = " (`lash-machine check` scans the whole database)"

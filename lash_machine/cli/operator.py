@@ -10,10 +10,13 @@ failures raise :class:`~.exits.CliError`; store errors propagate to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -22,6 +25,7 @@ from ..errors import CorruptRow, HeadRevisionConflict, WireError
 from ..graph import SessionGraph, heal_graph
 from ..persisted import FullGraph, GraphDelta, Reparent, SessionCommit, StoredSession
 from ..stores.base import SessionStore
+from ..stores.leases import LeaseStore
 from .exits import CliError, Exit
 from .render import (
     glyphs_for,
@@ -89,6 +93,23 @@ def _graph(stored: StoredSession) -> SessionGraph:
     return SessionGraph.from_nodes(stored.nodes, stored.leaf_id)
 
 
+@contextlib.contextmanager
+def _exclusive(store: SessionStore, session_id: str) -> Iterator[None]:
+    """Hold the session's execution lease for the block, when the store
+    grants leases: workers that use leases, and unfenced commits, are kept
+    out meanwhile. Raises :class:`~lash_machine.errors.LeaseHeld` when a
+    worker holds the session."""
+    if not isinstance(store, LeaseStore):
+        yield
+        return
+    owner = f"lash-machine operator (pid {os.getpid()} on {socket.gethostname()})"
+    lease = store.claim_lease(session_id, owner, ttl=60.0)
+    try:
+        yield
+    finally:
+        store.release_lease(lease)
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -123,6 +144,7 @@ def show(args: argparse.Namespace) -> int:
     target = target_of(args)
     with open_store(target) as store:
         stored = find_session(store, target, args.session)
+        lease = store.current_lease(stored.session_id) if isinstance(store, LeaseStore) else None
     graph = _graph(stored)
     on_path = len(graph.active_path())
     policy = stored.policy
@@ -135,6 +157,10 @@ def show(args: argparse.Namespace) -> int:
         f" ({on_path} on the active path, {_plural(len(graph) - on_path, 'orphan')}),"
         f" model {model}"
     )
+    if lease is not None:
+        print(
+            f"in use: {printable(lease.owner)} holds its lease until {iso_time(lease.expires_at)}"
+        )
     print()
     if not len(graph):
         print("(no nodes)")
@@ -178,24 +204,29 @@ def orphans(args: argparse.Namespace) -> int:
 
 def prune(args: argparse.Namespace) -> int:
     """``prune SESSION``: tombstone every orphan (``vacuum`` then removes
-    them for good). Refused while the graph needs repair: which nodes are
-    orphans is only meaningful on a well-formed graph."""
+    them for good). Refused while the graph needs repair (which nodes are
+    orphans is only meaningful on a well-formed graph) and while a worker
+    holds the session's lease (tombstones are not fenced: a worker could
+    branch back onto a node being hidden)."""
     target = target_of(args)
     with open_store(target) as store:
-        stored = find_session(store, target, args.session)
-        sid = printable(stored.session_id)
-        graph = _graph(stored)
-        if not heal_graph(graph)[1].is_clean:
-            raise CliError(
-                f"session {sid} needs repair before pruning:"
-                f" run `lash-machine heal {sid} --apply` first",
-                Exit.PROBLEMS,
-            )
-        orphan_ids = graph.orphan_ids()
-        if not orphan_ids:
-            print(f"session {sid}: no orphans to prune")
-            return Exit.OK
-        hidden = store.tombstone_nodes(stored.session_id, orphan_ids)
+        session_id = find_session(store, target, args.session).session_id
+        sid = printable(session_id)
+        # Read under the lease: no commit can move the leaf between the
+        # read and the tombstones.
+        with _exclusive(store, session_id):
+            graph = _graph(find_session(store, target, session_id))
+            if not heal_graph(graph)[1].is_clean:
+                raise CliError(
+                    f"session {sid} needs repair before pruning:"
+                    f" run `lash-machine heal {sid} --apply` first",
+                    Exit.PROBLEMS,
+                )
+            orphan_ids = graph.orphan_ids()
+            hidden = store.tombstone_nodes(session_id, orphan_ids) if orphan_ids else 0
+    if not orphan_ids:
+        print(f"session {sid}: no orphans to prune")
+        return Exit.OK
     print(
         f"session {sid}: tombstoned {_plural(hidden, 'orphan')}"
         " (hidden from every read; `lash-machine vacuum` removes them for good)"

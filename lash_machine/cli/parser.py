@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         operator.prune,
         "tombstone a session's orphans (vacuum removes them)",
         more="Tombstoned nodes are hidden from every read at once and deleted by the next\n"
-        "vacuum. Refused (exit 1) while the session's graph needs repair.",
+        "vacuum. Refused while the session's graph needs repair (exit 1) and while a\n"
+        "worker holds the session's lease (exit 6); prune takes the lease itself\n"
+        "for the moment it works, so no commit moves the leaf meanwhile.",
     )
     prune.add_argument("session", metavar="SESSION", help=_SESSION)
 
