@@ -297,7 +297,8 @@ def check(args: argparse.Namespace) -> int:
         return Exit.OK
     repair = sum(r.status == "needs_repair" for r in results)
     corrupt = len(bad) - repair
-    print(f"{summary}: {repair} need repair, {corrupt} with corrupt rows")
+    verb = "needs" if repair == 1 else "need"
+    print(f"{summary}: {repair} {verb} repair, {corrupt} with corrupt rows")
     if repair:
         print("repair a graph with `lash-machine heal SESSION --apply`")
     if corrupt:

@@ -127,7 +127,8 @@ def open_store(
 def _open_sqlite(path: str, create: bool, create_hint: str) -> SessionStore:
     if os.path.isdir(path):
         raise CliError(f"{path}: is a directory, not a SQLite database file", Exit.STORE)
-    if not os.path.exists(path):
+    if not os.path.exists(path) or (create and os.path.getsize(path) == 0):
+        # An empty file is what SQLite makes of a new database, too.
         if create:
             return SQLiteStore(path)
         raise CliError(f"{path}: no such file ({create_hint})", Exit.NOT_FOUND)
