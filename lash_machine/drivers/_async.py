@@ -10,6 +10,7 @@ stream. Everything else is a one-line call into the plans of
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -27,7 +28,8 @@ from ..model import (
 )
 from ..persisted import VacuumReport
 from ..state import Phase, SessionState
-from ._base import DriverBase
+from ..stores.leases import Lease
+from ._base import DriverBase, Start
 from ._core import Done, Exchange, Plan, SessionCore
 from .hooks import Hooks
 
@@ -61,16 +63,51 @@ class AsyncSession(abc.ABC):
         """Run ``exchange.request`` off the loop and feed its outcome back,
         or cancel it in the exchange before letting a cancellation through."""
 
-    async def _do(self, plan: Plan[T]) -> T:
+    @abc.abstractmethod
+    async def _lease_call(self, call: Callable[[], T]) -> T:
+        """Run a lease call (claim, renew, release) off the loop to its end,
+        even through a cancellation, which is let through afterwards: the
+        store may have applied it, so the session must learn its outcome."""
+
+    async def _do(self, plan: Plan[T], claim: str | None = None) -> T:
+        """Run ``plan`` to its end, claiming the lease of ``claim`` first
+        (when leases are on) and releasing the lease once the session is
+        parked or closed, whatever happened."""
         async with self._lock:
-            reply: fx.Reply | None = None
-            while True:
-                exchange = self._core.advance(plan, reply)
-                if isinstance(exchange, Done):
-                    return exchange.value
-                while exchange.request is not None:
-                    await self._carry_out(exchange)
-                reply = exchange.reply()
+            keeper = self._core.lease
+            try:
+                if claim is not None and keeper is not None:
+                    await self._lease_call(functools.partial(keeper.claim, claim))
+                result = await self._run(plan)
+            except BaseException as error:
+                await self._settle_lease(error)
+                raise
+            await self._settle_lease(None)
+            return result
+
+    async def _run(self, plan: Plan[T]) -> T:
+        reply: fx.Reply | None = None
+        while True:
+            exchange = self._core.advance(plan, reply)
+            if isinstance(exchange, Done):
+                return exchange.value
+            while exchange.request is not None:
+                await self._carry_out(exchange)
+            reply = exchange.reply()
+
+    async def _settle_lease(self, error: BaseException | None) -> None:
+        """Release the lease of a parked or closed session. A failed release
+        is raised, or noted on the ``error`` already under way; the lease
+        stays held, so the next call (a retried park) releases it again."""
+        keeper = self._core.lease
+        if keeper is None or not self._core.releases_lease:
+            return
+        try:
+            await self._lease_call(keeper.release)
+        except Exception as failed:
+            if error is None:
+                raise
+            error.add_note(f"releasing the session's lease failed too: {failed!r}")
 
     # ---- what the session is ------------------------------------------------------
 
@@ -100,6 +137,24 @@ class AsyncSession(abc.ABC):
     def parked(self) -> ParkedSession | None:
         """The handle, once the session is parked."""
         return self._core.state.parked
+
+    @property
+    def lease(self) -> Lease | None:
+        """The execution lease the session holds (``None`` without leases,
+        or once parked or closed)."""
+        keeper = self._core.lease
+        return None if keeper is None else keeper.lease
+
+    async def renew_lease(self) -> Lease:
+        """Extend the session's lease by its time-to-live now (commits renew
+        it when due; call this to keep an idle session longer). Raises
+        :class:`~lash_machine.errors.LeaseLost` when another worker took
+        the session over."""
+        keeper = self._core.lease
+        if keeper is None:
+            raise RuntimeError("the driver was made without lease_owner: no lease to renew")
+        async with self._lock:
+            return await self._lease_call(keeper.renew)
 
     # ---- edits ----------------------------------------------------------------------
 
@@ -155,7 +210,9 @@ class AsyncSession(abc.ABC):
     async def resume(self, *, residency: Residency | None = None) -> None:
         """Load this parked session again (its handle's residency unless
         ``residency`` is given)."""
-        await self._do(self._core.resume(None, residency))
+        parked = self._core.state.parked
+        claim = None if parked is None else parked.session_id
+        await self._do(self._core.resume(None, residency), claim)
 
     async def close(self, *, discard: bool = False) -> None:
         """Leave the session. Uncommitted changes raise
@@ -237,10 +294,11 @@ class AsyncDriver(DriverBase, Generic[S], abc.ABC):
     @abc.abstractmethod
     async def _in_thread(self, call: Callable[[], T]) -> T: ...
 
-    async def _start(self, plan: Callable[[SessionCore], Plan[None]]) -> S:
+    async def _start(self, start: Start) -> S:
+        plan, session_id = start
         core = self._new_core()
         session = self._session_class(core)
-        await session._do(plan(core))
+        await session._do(plan(core), session_id)
         return session
 
     async def open(
@@ -253,7 +311,7 @@ class AsyncDriver(DriverBase, Generic[S], abc.ABC):
         """Open the session ``session_id`` or create it (a fresh id when
         empty). Raises :class:`~lash_machine.errors.ModelSpecMissing` when no
         model is named anywhere."""
-        return await self._start(lambda core: core.open(policy, session_id, residency))
+        return await self._start(self._opening(policy, session_id, residency))
 
     async def restore(
         self,
@@ -263,12 +321,12 @@ class AsyncDriver(DriverBase, Generic[S], abc.ABC):
         residency: Residency = Residency.KEEP_ALL,
     ) -> S:
         """Rebuild a session from a state in hand (no store read)."""
-        return await self._start(lambda core: core.restore(state, policy, residency))
+        return await self._start(self._restoring(state, policy, residency))
 
     async def resume(self, parked: ParkedSession, *, residency: Residency | None = None) -> S:
         """Load a parked session (a stored session may have moved on since
         the handle was made; the store's head wins)."""
-        return await self._start(lambda core: core.resume(parked, residency))
+        return await self._start(self._resuming(parked, residency))
 
     async def vacuum(self) -> VacuumReport:
         """Physically remove tombstoned nodes and forgotten intents."""

@@ -7,13 +7,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeAlias
 
+from ..model import ParkedSession, Residency, SessionPolicy
+from ..state import SessionState
 from ..stores.base import SessionStore
-from ._core import SessionCore
+from ..stores.leases import LeaseStore, check_claim
+from ._core import Plan, SessionCore
+from ._lease import LeaseKeeper
 from .hooks import Hooks
 from .store_effects import EffectRunner, StoreRunner
 
-__all__ = ["DriverBase", "new_id"]
+__all__ = ["DriverBase", "Start", "new_id"]
+
+#: How a session starts: its first plan, and the session id whose lease it
+#: claims first.
+Start: TypeAlias = tuple[Callable[[SessionCore], Plan[None]], str]
 
 
 def new_id() -> str:
@@ -32,6 +41,21 @@ class DriverBase:
     refused, ``ACTIVE_PATH_ONLY`` too). ``hooks``: where host effects go
     (a fresh :class:`Hooks` by default). ``clock`` and ``ids`` supply
     ``now`` and fresh session and node ids.
+
+    ``lease_owner``: turn on execution leases (off by default; nothing
+    changes without them). Each session then claims its lease for this
+    owner (a worker id, unique among the workers sharing the store) before
+    it opens, resumes or restores, raising
+    :class:`~lash_machine.errors.LeaseHeld` when another live worker holds
+    it; fences each commit with the lease's token, renewing the lease first
+    once half of ``lease_ttl`` seconds has passed; and releases it once
+    parked or closed (also after an open or resume that failed). A worker
+    that stalls past ``lease_ttl`` may lose the session to another: its
+    next commit raises :class:`~lash_machine.errors.LeaseLost` and nothing
+    is written; close it with ``discard=True``. Renew explicitly
+    (``session.renew_lease()``) to hold an idle session longer. Leases need
+    a ``store`` in this process that grants them
+    (:class:`~lash_machine.stores.leases.LeaseStore`).
     """
 
     def __init__(
@@ -42,9 +66,20 @@ class DriverBase:
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.time,
         ids: Callable[[], str] = new_id,
+        lease_owner: str | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         if store is not None and runner is not None:
             raise ValueError("give a store or a runner, not both")
+        self._leases: LeaseStore | None = None
+        if lease_owner is not None:
+            if not isinstance(store, LeaseStore):
+                raise ValueError(
+                    "leases need a store in this process that grants them (a LeaseStore);"
+                    f" got {type(store).__name__ if store is not None else 'no store'}"
+                )
+            check_claim(lease_owner, lease_ttl)
+            self._leases = store
         if runner is None and store is not None:
             runner = StoreRunner(store)
         #: The store, when this driver has one in this process.
@@ -55,11 +90,33 @@ class DriverBase:
         self.hooks = hooks or Hooks()
         self._clock = clock
         self._ids = ids
+        #: The owner id sessions claim leases for (``None``: no leases).
+        self.lease_owner = lease_owner
+        #: The time-to-live of each claim and renewal, in seconds.
+        self.lease_ttl = lease_ttl
 
     def _new_core(self) -> SessionCore:
-        return SessionCore(self.runner, self.hooks, self._clock, self._ids)
+        keeper = None
+        if self._leases is not None and self.lease_owner is not None:
+            keeper = LeaseKeeper(self._leases, self.lease_owner, self.lease_ttl)
+        return SessionCore(self.runner, self.hooks, self._clock, self._ids, keeper)
 
     def _local_store(self) -> SessionStore:
         if self.store is None:
             raise RuntimeError("store maintenance needs a driver made with a store in this process")
         return self.store
+
+    # The id of a session is settled before its first plan runs, so that
+    # its lease can be claimed before anything is read.
+
+    def _opening(self, policy: SessionPolicy, session_id: str, residency: Residency) -> Start:
+        fresh = "" if session_id else self._ids()
+        return (lambda core: core.open(policy, session_id, residency, fresh)), session_id or fresh
+
+    def _restoring(self, state: SessionState, policy: SessionPolicy, residency: Residency) -> Start:
+        fresh = "" if state.session_id else self._ids()
+        plan = lambda core: core.restore(state, policy, residency, fresh)  # noqa: E731
+        return plan, state.session_id or fresh
+
+    def _resuming(self, parked: ParkedSession, residency: Residency | None) -> Start:
+        return (lambda core: core.resume(parked, residency)), parked.session_id

@@ -27,6 +27,7 @@ from ..errors import HeadRevisionConflict, InvalidEvent, ModelSpecMissing, Proto
 from ..machine import step
 from ..model import JSON, NodeKind, ParkedSession, Residency, SessionNode, SessionPolicy
 from ..state import MachineState, Phase, SessionState
+from ._lease import FencedRunner, LeaseKeeper
 from .hooks import Hooks
 from .store_effects import STORE_REQUESTS, EffectRunner, Outcome, StoreFailure, StoreResult
 
@@ -175,6 +176,8 @@ class SessionCore:
     fresh ids), and the mapping of failed replies to exceptions.
 
     ``runner`` is ``None`` for a session without a persistent store.
+    ``lease``, when given, keeps the session's execution lease: store
+    requests then go through a :class:`~._lease.FencedRunner`.
     """
 
     def __init__(
@@ -183,8 +186,12 @@ class SessionCore:
         hooks: Hooks,
         clock: Callable[[], float],
         new_id: Callable[[], str],
+        lease: LeaseKeeper | None = None,
     ) -> None:
         self.state = MachineState.initial()
+        self.lease = lease
+        if lease is not None and runner is not None:
+            runner = FencedRunner(runner, lease)
         self.runner = runner
         self.hooks = hooks
         self.clock = clock
@@ -200,6 +207,16 @@ class SessionCore:
     def session_id(self) -> str:
         """The session's id (empty before an open has chosen one)."""
         return self._session_id
+
+    @property
+    def releases_lease(self) -> bool:
+        """Whether the session holds a lease it no longer needs (it is
+        parked or closed): the driver should release it now."""
+        return (
+            self.lease is not None
+            and self.lease.lease is not None
+            and self.state.phase in (Phase.CLOSED, Phase.PARKED)
+        )
 
     def step(self, event: ev.Event) -> list[fx.Effect]:
         """Feed one event to the machine and keep the new state."""
@@ -241,29 +258,33 @@ class SessionCore:
 
     # ---- plans: opening ---------------------------------------------------------
 
-    def open(self, policy: SessionPolicy, session_id: str, residency: Residency) -> Plan[None]:
-        """Open the session, or create it (a fresh id when none is given)."""
+    def open(
+        self, policy: SessionPolicy, session_id: str, residency: Residency, fresh_id: str = ""
+    ) -> Plan[None]:
+        """Open the session, or create it (``fresh_id``, or a fresh id of its
+        own, when no ``session_id`` is given)."""
         command = ev.Open(
             policy,
             self.clock(),
             session_id=session_id,
-            fresh_id="" if session_id else self.new_id(),
+            fresh_id="" if session_id else (fresh_id or self.new_id()),
             residency=residency,
             persistent=self.persistent,
         )
         _expect((yield command), fx.ReplyReady)
 
     def restore(
-        self, state: SessionState, policy: SessionPolicy, residency: Residency
+        self, state: SessionState, policy: SessionPolicy, residency: Residency, fresh_id: str = ""
     ) -> Plan[None]:
-        """Rebuild a session from a state in hand: no store read."""
+        """Rebuild a session from a state in hand: no store read (``fresh_id``,
+        or a fresh id of its own, when the state has no id)."""
         command = ev.Restore(
             state,
             policy,
             self.clock(),
             residency=residency,
             persistent=self.persistent,
-            fresh_id="" if state.session_id else self.new_id(),
+            fresh_id="" if state.session_id else (fresh_id or self.new_id()),
         )
         _expect((yield command), fx.ReplyReady)
 

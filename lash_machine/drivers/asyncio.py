@@ -67,6 +67,22 @@ class Session(AsyncSession):
             return
         await _outlast(exchange, job)
 
+    async def _lease_call(self, call: Callable[[], T]) -> T:
+        job = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(contextvars.copy_context().run, call)
+        )
+        cancelled: asyncio.CancelledError | None = None
+        while not job.done():
+            try:
+                await asyncio.wait([job])
+            except asyncio.CancelledError as error:  # the claim may be applied: wait it out
+                cancelled = cancelled or error
+        if cancelled is not None:
+            if not job.cancelled():
+                job.exception()  # retrieved: the cancellation takes its place
+            raise cancelled
+        return job.result()
+
 
 async def _outlast(exchange: Exchange, job: asyncio.Future[Outcome]) -> None:
     """Wait for a write's thread even through cancellation, feed its real

@@ -19,6 +19,7 @@ its worker threads.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,7 +39,8 @@ from ..model import (
 from ..persisted import VacuumReport
 from ..state import Phase, SessionState
 from ..stores.base import SessionStore
-from ._base import DriverBase, new_id
+from ..stores.leases import Lease
+from ._base import DriverBase, Start, new_id
 from ._core import Done, Exchange, Plan, SessionCore
 from .hooks import Hooks
 from .store_effects import WRITES, EffectRunner, Outcome
@@ -46,6 +48,7 @@ from .store_effects import WRITES, EffectRunner, Outcome
 __all__ = ["Driver", "Session"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Session:
@@ -62,16 +65,59 @@ class Session:
         self._pool = pool
         self._lock = threading.Lock()
 
-    def _do(self, plan: Plan[T]) -> T:
+    def _do(self, plan: Plan[T], claim: str | None = None) -> T:
+        """Run ``plan`` to its end, claiming the lease of ``claim`` first
+        (when leases are on) and releasing the lease once the session is
+        parked or closed, whatever happened."""
         with self._lock:
-            reply: fx.Reply | None = None
-            while True:
-                exchange = self._core.advance(plan, reply)
-                if isinstance(exchange, Done):
-                    return exchange.value
-                while exchange.request is not None:
-                    self._carry_out(exchange)
-                reply = exchange.reply()
+            keeper = self._core.lease
+            try:
+                if claim is not None and keeper is not None:
+                    self._lease_call(functools.partial(keeper.claim, claim))
+                result = self._run(plan)
+            except BaseException as error:
+                self._settle_lease(error)
+                raise
+            self._settle_lease(None)
+            return result
+
+    def _run(self, plan: Plan[T]) -> T:
+        reply: fx.Reply | None = None
+        while True:
+            exchange = self._core.advance(plan, reply)
+            if isinstance(exchange, Done):
+                return exchange.value
+            while exchange.request is not None:
+                self._carry_out(exchange)
+            reply = exchange.reply()
+
+    def _lease_call(self, call: Callable[[], T]) -> T:
+        """Run a lease call in a worker thread to its end, through
+        interrupts (re-raised afterwards): the store may have applied it."""
+        job = self._pool.submit(call)
+        interrupted: BaseException | None = None
+        while not job.done():
+            try:
+                _wait(job)
+            except BaseException as error:  # an interrupt: the call may be applied, keep waiting
+                interrupted = interrupted or error
+        if interrupted is not None:
+            raise interrupted
+        return job.result()
+
+    def _settle_lease(self, error: BaseException | None) -> None:
+        """Release the lease of a parked or closed session (see the async
+        drivers: a failed release is raised or noted, and retried by the
+        next call)."""
+        keeper = self._core.lease
+        if keeper is None or not self._core.releases_lease:
+            return
+        try:
+            self._lease_call(keeper.release)
+        except Exception as failed:
+            if error is None:
+                raise
+            error.add_note(f"releasing the session's lease failed too: {failed!r}")
 
     def _carry_out(self, exchange: Exchange) -> None:
         request, runner = exchange.request, self._core.runner
@@ -107,6 +153,23 @@ class Session:
     def state(self) -> SessionState | None:
         """The in-memory session (``None`` unless active)."""
         return self._core.state.session
+
+    @property
+    def lease(self) -> Lease | None:
+        """The execution lease the session holds (``None`` without leases,
+        or once parked or closed)."""
+        keeper = self._core.lease
+        return None if keeper is None else keeper.lease
+
+    def renew_lease(self) -> Lease:
+        """Extend the session's lease by its time-to-live now; raises
+        :class:`~lash_machine.errors.LeaseLost` when another worker took
+        the session over."""
+        keeper = self._core.lease
+        if keeper is None:
+            raise RuntimeError("the driver was made without lease_owner: no lease to renew")
+        with self._lock:
+            return self._lease_call(keeper.renew)
 
     @property
     def view(self) -> SessionView | None:
@@ -159,7 +222,9 @@ class Session:
 
     def resume(self, *, residency: Residency | None = None) -> None:
         """Load this parked session again."""
-        self._do(self._core.resume(None, residency))
+        parked = self._core.state.parked
+        claim = None if parked is None else parked.session_id
+        self._do(self._core.resume(None, residency), claim)
 
     def close(self, *, discard: bool = False) -> None:
         """Leave the session (``discard`` drops uncommitted changes)."""
@@ -188,7 +253,7 @@ class Session:
 _POLL = 0.1
 
 
-def _wait(job: concurrent.futures.Future[Outcome]) -> concurrent.futures.Future[Outcome]:
+def _wait(job: concurrent.futures.Future[R]) -> concurrent.futures.Future[R]:
     while not job.done():
         concurrent.futures.wait([job], timeout=_POLL)
     return job
@@ -229,15 +294,26 @@ class Driver(DriverBase):
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.time,
         ids: Callable[[], str] = new_id,
+        lease_owner: str | None = None,
+        lease_ttl: float = 30.0,
         workers: int = 4,
     ) -> None:
-        super().__init__(store, runner=runner, hooks=hooks, clock=clock, ids=ids)
+        super().__init__(
+            store,
+            runner=runner,
+            hooks=hooks,
+            clock=clock,
+            ids=ids,
+            lease_owner=lease_owner,
+            lease_ttl=lease_ttl,
+        )
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="lash-store")
 
-    def _start(self, plan: Callable[[SessionCore], Plan[None]]) -> Session:
+    def _start(self, start: Start) -> Session:
+        plan, session_id = start
         core = self._new_core()
         session = Session(core, self._pool)
-        session._do(plan(core))
+        session._do(plan(core), session_id)
         return session
 
     def open(
@@ -248,7 +324,7 @@ class Driver(DriverBase):
         residency: Residency = Residency.KEEP_ALL,
     ) -> Session:
         """Open the session ``session_id`` or create it."""
-        return self._start(lambda core: core.open(policy, session_id, residency))
+        return self._start(self._opening(policy, session_id, residency))
 
     def restore(
         self,
@@ -258,11 +334,11 @@ class Driver(DriverBase):
         residency: Residency = Residency.KEEP_ALL,
     ) -> Session:
         """Rebuild a session from a state in hand (no store read)."""
-        return self._start(lambda core: core.restore(state, policy, residency))
+        return self._start(self._restoring(state, policy, residency))
 
     def resume(self, parked: ParkedSession, *, residency: Residency | None = None) -> Session:
         """Load a parked session."""
-        return self._start(lambda core: core.resume(parked, residency))
+        return self._start(self._resuming(parked, residency))
 
     def vacuum(self) -> VacuumReport:
         """Physically remove tombstoned nodes and forgotten intents."""

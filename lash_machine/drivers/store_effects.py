@@ -21,6 +21,7 @@ from ..errors import (
     CorruptRow,
     HeadRevisionConflict,
     LeaseHeld,
+    LeaseLost,
     SchemaVersionMismatch,
     SessionNotFound,
     StoreError,
@@ -36,6 +37,7 @@ __all__ = [
     "StoreResult",
     "StoreRunner",
     "carry_out",
+    "describe_failure",
     "failure_code",
 ]
 
@@ -120,6 +122,7 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (SchemaVersionMismatch, "schema_version_mismatch"),
     (SessionNotFound, "session_not_found"),
     (LeaseHeld, "lease_held"),
+    (LeaseLost, "lease_lost"),
     (StoreError, "store_error"),
 )
 
@@ -133,7 +136,9 @@ def failure_code(error: BaseException) -> str:
     return "store_error"
 
 
-def _describe(error: BaseException) -> str:
+def describe_failure(error: BaseException) -> str:
+    """The :class:`~lash_machine.events.EffectFailed` message for an
+    exception a store raised."""
     if isinstance(error, StoreError):
         return str(error)
     # A raw driver error (sqlite3, psycopg, OSError): keep its type visible.
@@ -169,4 +174,4 @@ def carry_out(store: SessionStore, request: fx.StoreRequest) -> Outcome:
             return Outcome(ev.CommitConflicted(rid, error.actual), error)
         return Outcome(ev.EffectFailed(rid, failure_code(error), str(error)), error)
     except Exception as error:  # every failure must reach the machine, or it waits forever
-        return Outcome(ev.EffectFailed(rid, failure_code(error), _describe(error)), error)
+        return Outcome(ev.EffectFailed(rid, failure_code(error), describe_failure(error)), error)

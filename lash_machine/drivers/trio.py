@@ -54,6 +54,14 @@ class Session(AsyncSession):
             raise
         exchange.feed(outcome)
 
+    async def _lease_call(self, call: Callable[[], T]) -> T:
+        # Shielded: the store may apply the call whatever happens here, so
+        # the session waits for its outcome; a cancellation lands at the
+        # next checkpoint.
+        with trio.CancelScope(shield=True):
+            result = await trio.to_thread.run_sync(call)
+        return result
+
 
 class LifecycleStream(LifecycleStreamBase):
     """Lifecycle events as an async iterator in trio."""
