@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 
 from .. import __version__
-from . import operator
+from . import maintain, reading, transfer
 from .demo import run_demo
 from .exits import EXIT_CODES_HELP, EXIT_CODES_POINTER
 
@@ -88,12 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         " an existing file is refused, never overwritten or reused",
     )
 
-    sessions = command("sessions", operator.sessions, "list the stored sessions")
+    sessions = command("sessions", reading.sessions, "list the stored sessions")
     sessions.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     show = command(
         "show",
-        operator.show,
+        reading.show,
         "draw a session's graph as a tree",
         more="The margin marks the active path (*) and orphans (o, off the active path).\n"
         "A chain stays in its column; a fork indents. Node ids are shortened to a\n"
@@ -102,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("session", metavar="SESSION", help=_SESSION)
     show.add_argument("--full-ids", action="store_true", help="print whole node ids")
 
-    orphans = command("orphans", operator.orphans, "list a session's nodes off the active path")
+    orphans = command("orphans", reading.orphans, "list a session's nodes off the active path")
     orphans.add_argument("session", metavar="SESSION", help=_SESSION)
     orphans.add_argument("--json", action="store_true", help="print the nodes as JSON")
 
     prune = command(
         "prune",
-        operator.prune,
+        maintain.prune,
         "tombstone a session's orphans (vacuum removes them)",
         more="Tombstoned nodes are hidden from every read at once and deleted by the next\n"
         "vacuum. Refused while the session's graph needs repair (exit 1) and while a\n"
@@ -117,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("session", metavar="SESSION", help=_SESSION)
 
-    command("vacuum", operator.vacuum, "remove every tombstoned node of the database for good")
+    command("vacuum", maintain.vacuum, "remove every tombstoned node of the database for good")
 
     check = command(
         "check",
-        operator.check,
+        reading.check,
         "scan sessions for graphs that need repair and corrupt rows (writes nothing)",
         more="Reads every session (or one) in full, decodes every row and heals each\n"
         "graph in memory. Exit 1 when any session needs repair or has a corrupt row.",
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     heal = command(
         "heal",
-        operator.heal,
+        maintain.heal,
         "show (or, with --apply, commit) a session's repairs",
         more="Without --apply nothing is written, and the exit code is 1 when there are\n"
         "repairs to make. --apply commits them as one commit (a compare-and-set on\n"
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = command(
         "export",
-        operator.export,
+        transfer.export,
         "write a session as wire-format JSON",
         more="One lash_machine.wire message (a StoredSession with its live nodes), to\n"
         "stdout or a file; `import` reads it back.",
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     import_ = command(
         "import",
-        operator.import_,
+        transfer.import_,
         "create a session from a wire-format export",
         more="The session is created by one first commit, at head revision 1; an\n"
         "existing session of that id is never touched (exit 6).",

@@ -1,0 +1,170 @@
+"""The reading commands: ``sessions``, ``show``, ``orphans`` and ``check``.
+
+They work on the store directly, never through the machine: an operator
+looks at what is stored, as it is stored (a graph that needs repair is
+shown and reported as it is, not healed first). Nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import attrs
+
+from .. import wire
+from ..errors import CorruptRow
+from ..graph import heal_graph
+from ..persisted import FullGraph
+from ..stores.base import SessionStore
+from ..stores.leases import LeaseStore
+from .exits import Exit
+from .lookup import find_session, plural, stored_graph, target_of, width
+from .render import glyphs_for, iso_time, node_label, printable, repair_lines, table, tree_lines
+from .target import open_store
+
+__all__ = ["check", "orphans", "sessions", "show"]
+
+
+def sessions(args: argparse.Namespace) -> int:
+    """``sessions``: every stored session with its head revision, live node
+    count and last update (``--json`` for scripts)."""
+    target = target_of(args)
+    with open_store(target) as store:
+        infos = store.list_sessions()
+    if args.json:
+        print(json.dumps([attrs.asdict(info) for info in infos], indent=2))
+        return Exit.OK
+    if not infos:
+        print(f"no sessions in {target.label}")
+        return Exit.OK
+    rows = [
+        (printable(i.session_id), str(i.head_revision), str(i.node_count), iso_time(i.updated_at))
+        for i in infos
+    ]
+    for line in table(("SESSION", "HEAD", "NODES", "UPDATED (UTC)"), rows, right={1, 2}):
+        print(line)
+    return Exit.OK
+
+
+def show(args: argparse.Namespace) -> int:
+    """``show SESSION``: the session's graph as a tree, the active path and
+    the orphans marked."""
+    target = target_of(args)
+    with open_store(target) as store:
+        stored = find_session(store, target, args.session)
+        lease = store.current_lease(stored.session_id) if isinstance(store, LeaseStore) else None
+    graph = stored_graph(stored)
+    on_path = len(graph.active_path())
+    policy = stored.policy
+    model = printable(policy.model.id) + (
+        f" (provider {printable(policy.provider_id)})" if policy.provider_id else ""
+    )
+    print(f"session {printable(stored.session_id)}")
+    print(
+        f"head revision {stored.head_revision}, {plural(len(graph), 'node')}"
+        f" ({on_path} on the active path, {plural(len(graph) - on_path, 'orphan')}),"
+        f" model {model}"
+    )
+    if lease is not None:
+        print(
+            f"in use: {printable(lease.owner)} holds its lease until {iso_time(lease.expires_at)}"
+        )
+    print()
+    if not len(graph):
+        print("(no nodes)")
+        return Exit.OK
+    glyphs = glyphs_for(sys.stdout)
+    print("* active path   o orphan (off the active path)")
+    for line in tree_lines(graph, width=width(), glyphs=glyphs, full_ids=args.full_ids):
+        print(line)
+    _, report = heal_graph(graph)
+    if not report.is_clean:
+        print()
+        print(
+            f"this graph needs repair ({plural(len(repair_lines(report)), 'problem')}):"
+            f" see `lash-machine heal {printable(stored.session_id)}`"
+        )
+    return Exit.OK
+
+
+def orphans(args: argparse.Namespace) -> int:
+    """``orphans SESSION``: the nodes off the active path."""
+    target = target_of(args)
+    with open_store(target) as store:
+        stored = find_session(store, target, args.session)
+    graph = stored_graph(stored)
+    found = [node for node_id in graph.orphan_ids() if (node := graph.get(node_id)) is not None]
+    if args.json:
+        print(json.dumps([wire.unstructure(node) for node in found], indent=2))
+        return Exit.OK
+    sid = printable(stored.session_id)
+    if not found:
+        print(f"session {sid}: no orphans")
+        return Exit.OK
+    print(f"session {sid}: {plural(len(found), 'orphan')} (off the active path)")
+    for node in found:
+        print(f"  {printable(node.node_id)}  {node_label(node)}")
+    return Exit.OK
+
+
+@attrs.frozen
+class _Checked:
+    session_id: str
+    status: str  # "ok", "needs_repair" or "corrupt"
+    nodes: int | None
+    problems: tuple[str, ...]
+
+
+def _check_one(store: SessionStore, session_id: str) -> _Checked | None:
+    try:
+        stored = store.load_graph(session_id, FullGraph())
+    except CorruptRow as error:
+        return _Checked(session_id, "corrupt", None, (str(error),))
+    if stored is None:  # deleted since it was listed
+        return None
+    graph = stored_graph(stored)
+    report = heal_graph(graph)[1]
+    if report.is_clean:
+        return _Checked(session_id, "ok", len(graph), ())
+    return _Checked(session_id, "needs_repair", len(graph), tuple(repair_lines(report)))
+
+
+def check(args: argparse.Namespace) -> int:
+    """``check [SESSION]``: read every session (or one) in full, decode every
+    row and heal every graph in memory; exit 1 when any needs repair or
+    holds a corrupt row. Nothing is written."""
+    target = target_of(args)
+    with open_store(target) as store:
+        if args.session is not None:
+            try:
+                session_ids = [find_session(store, target, args.session).session_id]
+            except CorruptRow as error:
+                session_ids = [error.session_id]
+        else:
+            session_ids = [info.session_id for info in store.list_sessions()]
+        results = [r for sid in session_ids if (r := _check_one(store, sid)) is not None]
+    bad = [r for r in results if r.status != "ok"]
+    if args.json:
+        print(json.dumps([attrs.asdict(r) for r in results], indent=2))
+        return Exit.PROBLEMS if bad else Exit.OK
+    labels = {"ok": "ok", "needs_repair": "REPAIR", "corrupt": "CORRUPT"}
+    for r in results:
+        nodes = "" if r.nodes is None else plural(r.nodes, "node")
+        print(f"{labels[r.status]:<8} {printable(r.session_id)}  {nodes}".rstrip())
+        for problem in r.problems:
+            print(f"         {printable(problem)}")
+    summary = f"checked {plural(len(results), 'session')}"
+    if not bad:
+        print(f"{summary}: all ok")
+        return Exit.OK
+    repair = sum(r.status == "needs_repair" for r in results)
+    corrupt = len(bad) - repair
+    verb = "needs" if repair == 1 else "need"
+    print(f"{summary}: {repair} {verb} repair, {corrupt} with corrupt rows")
+    if repair:
+        print("repair a graph with `lash-machine heal SESSION --apply`")
+    if corrupt:
+        print("a corrupt row cannot be healed: fix or delete it by hand, or import an export")
+    return Exit.PROBLEMS
