@@ -9,6 +9,7 @@ import pytest
 from lash_machine import NodeKind, SessionGraph, SessionNode, heal_graph
 from lash_machine.cli.render import (
     ASCII,
+    legend,
     node_label,
     printable,
     repair_lines,
@@ -47,6 +48,8 @@ def test_a_fork_indents_and_a_chain_keeps_its_column() -> None:
         "*     f  user: f  → leaf",
     ]
     assert tree_lines(graph, glyphs=ASCII)[2:4] == ["o  |- c  user: c", "o  |  d  user: d"]
+    assert legend(graph) == "* active path   o orphan (off the active path)"
+    assert legend(SessionGraph.from_nodes([node("a", None)], "a")) == "* active path"
 
 
 def test_several_roots_fork_at_the_top() -> None:

@@ -40,7 +40,7 @@ from ..persisted import ActivePath, FullGraph
 from ..stores.base import SessionStore
 from ..stores.sqlite import SQLiteStore
 from .exits import CliError, Exit
-from .render import Glyphs, glyphs_for, node_label, tree_lines
+from .render import Glyphs, glyphs_for, legend, node_label, tree_lines
 
 __all__ = ["run_demo"]
 
@@ -234,7 +234,7 @@ def run_demo(args: argparse.Namespace) -> int:
         graph = _narrate(store, narrator, session_id)
         print()
         print(f"{narrator.steps} steps in {narrator.total_ms:.1f} ms. The session as stored now:")
-        print("* active path   o orphan (off the active path)")
+        print(legend(graph))
         for line in tree_lines(graph, glyphs=glyphs):
             print(line)
     finally:
@@ -278,7 +278,7 @@ def _narrate(store: SQLiteStore, narrator: _Narrator, session_id: str) -> Sessio
         assert state is not None
         orphaned = len(state.graph) - len(state.graph.active_path())
         say(f"{orphaned} messages are now off the active path (orphans):")
-        say("* active path   o orphan")
+        say(legend(state.graph))
         say(*tree_lines(state.graph, glyphs=narrator.glyphs, width=94))
 
         parked = narrator.step("Park: commit, then leave memory", session.park)

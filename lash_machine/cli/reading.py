@@ -21,7 +21,16 @@ from ..stores.base import SessionStore
 from ..stores.leases import LeaseStore
 from .exits import Exit
 from .lookup import find_session, plural, stored_graph, target_of, width
-from .render import glyphs_for, iso_time, node_label, printable, repair_lines, table, tree_lines
+from .render import (
+    glyphs_for,
+    iso_time,
+    legend,
+    node_label,
+    printable,
+    repair_lines,
+    table,
+    tree_lines,
+)
 from .target import open_store
 
 __all__ = ["check", "orphans", "sessions", "show"]
@@ -76,7 +85,7 @@ def show(args: argparse.Namespace) -> int:
         print("(no nodes)")
         return Exit.OK
     glyphs = glyphs_for(sys.stdout)
-    print("* active path   o orphan (off the active path)")
+    print(legend(graph))
     for line in tree_lines(graph, width=width(), glyphs=glyphs, full_ids=args.full_ids):
         print(line)
     _, report = heal_graph(graph)

@@ -24,6 +24,7 @@ __all__ = [
     "Glyphs",
     "glyphs_for",
     "iso_time",
+    "legend",
     "node_label",
     "printable",
     "repair_lines",
@@ -220,6 +221,14 @@ def _first_of_each_id(graph: SessionGraph) -> list[SessionNode]:
             seen.add(node.node_id)
             nodes.append(node)
     return nodes
+
+
+def legend(graph: SessionGraph) -> str:
+    """The key to :func:`tree_lines`' margin marks (orphans only when the
+    graph has some)."""
+    if len(graph.active_path()) == len(graph):
+        return f"{ACTIVE_MARK} active path"
+    return f"{ACTIVE_MARK} active path   {ORPHAN_MARK} orphan (off the active path)"
 
 
 def repair_lines(report: HealReport, shorten: Callable[[str], str] = printable) -> list[str]:
