@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import pytest
@@ -56,6 +56,9 @@ from ..persisted import (
     StoredSession,
 )
 from ..stores.base import SessionStore
+
+if TYPE_CHECKING:
+    from .lease_conformance import LeaseConformance
 
 __all__ = [
     "POLICY",
