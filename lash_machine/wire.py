@@ -116,7 +116,31 @@ def _make_converter() -> cattrs.Converter:
 
 
 _converter = _make_converter()
+
+#: What the converter raises for input it cannot structure. RecursionError:
+#: input nested deeper than the converter (or a repr in its messages) can go.
+_DECODE_ERRORS = (
+    cattrs.BaseValidationError,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    RecursionError,
+)
 _TAGS = {_tag(cls): cls for cls in get_args(Message)}
+
+
+def _shown(value: Any) -> str:
+    """A short description of untrusted input for an error message: the
+    repr of a short scalar, else its type (repr of deeply nested or huge
+    input would itself fail)."""
+    if value is None or isinstance(value, bool | float | str) or type(value) is int:
+        try:
+            text = repr(value)
+        except ValueError:  # an int with more digits than str() allows
+            return "a huge int"
+        return text if len(text) <= 60 else f"{text[:57]}..."
+    return f"a {type(value).__name__}"
 
 
 def _decode_error(exc: BaseException, where: str) -> WireError:
@@ -135,7 +159,7 @@ def structure(data: Any, cls: type[T]) -> T:
     """The inverse of :func:`unstructure`; raises :class:`WireError`."""
     try:
         return _converter.structure(data, cls)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _decode_error(exc, cls.__name__) from None
 
 
@@ -143,7 +167,10 @@ def to_json(message: Message) -> dict[str, Any]:
     """A message as a JSON object with its ``format`` and ``type`` tags."""
     if _tag(type(message)) not in _TAGS:
         raise WireError(f"{type(message).__name__} is not a wire message")
-    data: dict[str, Any] = _converter.unstructure(message, unstructure_as=Message)
+    try:
+        data: dict[str, Any] = _converter.unstructure(message, unstructure_as=Message)
+    except RecursionError:
+        raise WireError(f"cannot encode {type(message).__name__}: nested too deeply") from None
     return {"format": WIRE_FORMAT, **data}
 
 
@@ -155,17 +182,17 @@ def from_json(data: Any, expect: type[T] | None = None) -> T:
     if data.get("format") != WIRE_FORMAT:
         raise WireError(
             "unsupported message",
-            [f"format must be {WIRE_FORMAT}, got {data.get('format')!r} @ $.format"],
+            [f"format must be {WIRE_FORMAT}, got {_shown(data.get('format'))} @ $.format"],
         )
     tag = data.get("type")
     if not isinstance(tag, str) or tag not in _TAGS:
-        raise WireError("unknown message", [f"no message type {tag!r} @ $.type"])
+        raise WireError("unknown message", [f"no message type {_shown(tag)} @ $.type"])
     if expect is not None and not issubclass(_TAGS[tag], expect):
         raise WireError("unexpected message", [f"expected {expect.__name__}, got {tag} @ $.type"])
     body = {key: value for key, value in data.items() if key != "format"}
     try:
         decoded: Any = _converter.structure(body, Message)  # type: ignore[arg-type]
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _decode_error(exc, tag) from None
     return decoded  # type: ignore[no-any-return]
 
@@ -174,7 +201,7 @@ def dumps(message: Message) -> str:
     """Encode a message as compact JSON text."""
     try:
         return json.dumps(to_json(message), separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise WireError(f"cannot encode {type(message).__name__} as JSON", [str(exc)]) from None
 
 
