@@ -14,7 +14,7 @@ from lash_machine.stores.base import SessionStore
 from lash_machine.stores.sqlite import SQLiteStore
 
 from ._common import Config
-from ._pg import fresh_schema
+from ._pg import temporary_schema, vacuum_analyze
 
 __all__ = ["Backend", "open_backends"]
 
@@ -30,19 +30,13 @@ class Backend:
     store: SessionStore
     raw: Any
     mark: str
+    dsn: str | None = None
 
     def settle(self) -> None:
-        """After a bulk build, do what autovacuum would do soon after
-        (``VACUUM ANALYZE``), so neither the plans nor the timings depend
-        on when it happens to run. SQLite needs nothing."""
-        if self.mark == "%s":
-            conn = self.raw.conn
-            conn.commit()
-            conn.autocommit = True
-            try:
-                conn.execute("VACUUM ANALYZE")
-            finally:
-                conn.autocommit = False
+        """After a bulk build, :func:`~._pg.vacuum_analyze` (PostgreSQL;
+        SQLite needs nothing)."""
+        if self.dsn is not None:
+            vacuum_analyze(self.dsn)
 
 
 @contextlib.contextmanager
@@ -60,10 +54,10 @@ def open_backends(config: Config, label: str) -> Iterator[list[Backend]]:
         if config.pg_dsn is not None:
             from lash_machine.stores.postgres import PostgresStore
 
-            _, dsn = fresh_schema(config.pg_dsn, label)
+            _, dsn = stack.enter_context(temporary_schema(config.pg_dsn, label))
             pg_store = PostgresStore(dsn)
             stack.callback(pg_store.close)
             pg_raw = RawPostgres(dsn)
             stack.callback(pg_raw.close)
-            found.append(Backend("PostgreSQL", pg_store, pg_raw, "%s"))
+            found.append(Backend("PostgreSQL", pg_store, pg_raw, "%s", dsn))
         yield found

@@ -19,7 +19,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["fresh_schema", "postgres_dsn", "relation_bytes", "server_version"]
+__all__ = [
+    "fresh_schema",
+    "postgres_dsn",
+    "relation_bytes",
+    "server_version",
+    "temporary_schema",
+    "vacuum_analyze",
+]
 
 _schemas = itertools.count()
 
@@ -77,6 +84,36 @@ def fresh_schema(dsn: str, label: str = "bench") -> tuple[str, str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
     return name, psycopg.conninfo.make_conninfo(dsn, options=f"-c search_path={name}")
+
+
+@contextlib.contextmanager
+def temporary_schema(dsn: str, label: str = "bench") -> Iterator[tuple[str, str]]:
+    """:func:`fresh_schema`, dropped with everything in it on exit (so
+    autovacuum has nothing of it left to do while later workloads run)."""
+    import psycopg
+    from psycopg import sql
+
+    name, schema_dsn = fresh_schema(dsn, label)
+    try:
+        yield name, schema_dsn
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+def vacuum_analyze(dsn: str) -> None:
+    """``VACUUM ANALYZE`` the tables of the DSN's schema: what autovacuum
+    would soon do after a bulk write, done now so that it neither runs in
+    the middle of a measurement nor leaves plans to stale statistics."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
 
 
 def relation_bytes(dsn: str, schema: str) -> int:
