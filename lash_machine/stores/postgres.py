@@ -9,12 +9,20 @@ write of the statement reads from it, so nothing of the loser is written.
 A read is one pipelined round trip.
 
 PostgreSQL ``text`` cannot hold NUL characters: writing an id (or URI) with
-one raises :class:`StoreError`; reads of such ids find nothing.
+one raises :class:`StoreError`; reads of such ids find nothing. Text that
+is not valid Unicode (a lone surrogate) cannot be sent at all: any call
+with it raises :class:`StoreError`, as in SQLite.
+
+A DSN's password never appears in what the store raises or shows: errors
+and :attr:`PostgresStore.dsn` carry the DSN with its password as ``***``.
+A malformed DSN, a refused password or an unreachable server is reported
+at once, with libpq's reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,6 +45,7 @@ from ..persisted import (
     StoredSession,
     VacuumReport,
 )
+from ._dsn import redact, scrub
 from ._rows import (
     decode_node,
     decode_session,
@@ -243,6 +252,30 @@ _SELECT_LEASE = "SELECT owner, token, expires_at FROM lash_leases WHERE session_
 _OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
+def _probe(dsn: str, timeout: float) -> None:
+    """Connect once before the pool does, so that a malformed DSN, a refused
+    password or an unreachable server fails now with libpq's reason (the
+    pool would only log it and time out), with the password scrubbed. The
+    original exception is not chained: its text may quote the DSN."""
+    failure = ""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        failure = f"malformed PostgreSQL DSN {redact(dsn)!r}: {scrub(str(exc), dsn)}"
+    else:
+        probe = dsn
+        if "connect_timeout" not in params:
+            # libpq would wait forever for an unreachable host.
+            probe = psycopg.conninfo.make_conninfo(dsn, connect_timeout=max(1, math.ceil(timeout)))
+        try:
+            psycopg.connect(probe).close()
+        except psycopg.Error as exc:
+            reason = scrub(str(exc).strip(), dsn) or type(exc).__name__
+            failure = f"cannot connect to PostgreSQL at {redact(dsn)}: {reason}"
+    if failure:
+        raise StoreError(failure)
+
+
 def _has_nul(*values: object) -> bool:
     return any(isinstance(v, str) and "\x00" in v for v in values)
 
@@ -265,7 +298,9 @@ class PostgresStore:
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0
     ) -> None:
-        self.dsn = dsn
+        #: The DSN with its password hidden: safe to log.
+        self.dsn = redact(dsn)
+        _probe(dsn, timeout)
         # autocommit: no implicit BEGIN round trip. A commit is one
         # statement (its own transaction); a read pipelines BEGIN and COMMIT.
         self._pool = ConnectionPool(
@@ -282,7 +317,7 @@ class PostgresStore:
             self._open_schema()
         except PoolTimeout as exc:
             self._pool.close()
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StoreError(f"cannot connect to PostgreSQL at {self.dsn}: {exc}") from None
         except BaseException:
             self._pool.close()
             raise
@@ -299,6 +334,9 @@ class PostgresStore:
             raise StoreError(f"no PostgreSQL connection available: {exc}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            # A lone surrogate in an id cannot be sent as UTF-8 text.
+            raise StoreError(f"PostgreSQL: text the database cannot hold: {exc}") from exc
 
     def _open_schema(self) -> None:
         with self._connection() as conn, conn.transaction():
