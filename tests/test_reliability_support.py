@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from lash_machine.stores import SQLiteStore
@@ -84,3 +89,69 @@ def close_all(*stores: SessionStore) -> None:
     """Close every store given."""
     for store in stores:
         store.close()
+
+
+# ---- a throwaway PostgreSQL server that checks passwords -----------------------------
+
+
+def _pg_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # initdb refuses to run as root.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@contextmanager
+def password_server(password: str) -> Iterator[tuple[str, int]]:
+    """A PostgreSQL cluster of its own on loopback whose ``postgres`` user
+    must give ``password`` (scram-sha-256); yields (host, port). The shared
+    test server trusts every connection, so it cannot refuse a password."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI needs the PostgreSQL server binaries")
+        pytest.skip("no PostgreSQL server binaries to start a password-checking server")
+    root = Path(tempfile.mkdtemp(prefix="lash-pw-"))
+    try:
+        (root / "pw").write_text(password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+            shutil.chown(root / "pw", "postgres", "postgres")
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(root / "data"),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "scram-sha-256",
+                    f"--pwfile={root / 'pw'}",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        ctl = [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log")]
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+        subprocess.run(
+            _as_postgres([*ctl, "-o", options, "-w", "start"]), check=True, capture_output=True
+        )
+        try:
+            yield "127.0.0.1", port
+        finally:
+            subprocess.run(
+                _as_postgres([*ctl, "-m", "immediate", "stop"]), check=False, capture_output=True
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
