@@ -42,7 +42,7 @@ class Panel:
         for index, (name, values) in enumerate(self.series.items()):
             offsets = [g + (index - (count - 1) / 2) * width for g in range(len(self.groups))]
             bars = ax.bar(offsets, values, width, label=name)
-            ax.bar_label(bars, labels=[_label(v) for v in values], fontsize=7, padding=2)
+            ax.bar_label(bars, labels=[_label(v) for v in values], fontsize=6, padding=2)
         if self.goal is not None:
             ax.axhline(self.goal, color="black", linestyle="--", linewidth=1, label=self.goal_label)
         ax.axhline(1.0, color="grey", linewidth=0.6)
