@@ -7,8 +7,13 @@ commit per revision, every acknowledged append present in revision order,
 every loser told (a conflict naming a newer stored head, or ``LeaseHeld``),
 nothing of a loser stored; leaseholders never conflict.
 
-CI: 8 processes x 40 attempts (lease storm: 8 x 12). Full
-(``LASH_MACHINE_STRESS=full``): 8 x 500 (lease storm: 8 x 150).
+A takeover race probes the narrow window between a lease check and the
+compare-and-set: a holder commits in a loop while another worker claims
+the session, loads it and commits; the new holder must never conflict.
+
+CI: 8 processes x 40 attempts (lease storm: 8 x 12; 20 takeovers). Full
+(``LASH_MACHINE_STRESS=full``): 8 x 500 (lease storm: 8 x 150; 1000
+takeovers).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from test_reliability_support import (
     sqlite_opener,
 )
 
+from lash_machine.testing.lease_conformance import takeover_round
 from lash_machine.testing.stress import (
     Opener,
     StormPlan,
@@ -40,6 +46,7 @@ from lash_machine.testing.stress import (
 PROCESSES = 8
 ATTEMPTS = count(40, 500)
 LEASE_ATTEMPTS = count(12, 150)
+TAKEOVERS = count(20, 1000)
 SESSIONS = ("storm-a", "storm-b")
 
 
@@ -92,3 +99,15 @@ def test_lease_storm_leaseholders_never_conflict(opener: Opener) -> None:
         **figures,
     )
     assert figures["won"] > 0
+
+
+def test_takeovers_never_let_a_stale_holder_in(opener: Opener) -> None:
+    elapsed = Timer()
+    store = opener()
+    try:
+        for round_no in range(TAKEOVERS):
+            takeover_round(store, f"takeover-{round_no}")
+        name = type(store).__name__
+    finally:
+        store.close()
+    report(f"takeover race {name}", rounds=TAKEOVERS, seconds=elapsed())

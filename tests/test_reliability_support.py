@@ -2,9 +2,11 @@
 by default, the full counts with ``LASH_MACHINE_STRESS=full``), store
 openers for child processes, and a fresh PostgreSQL schema per test.
 
-Full counts, all reliability tests::
+Full counts, all reliability tests (``scripts/stress.sh`` runs the same)::
 
-    LASH_MACHINE_STRESS=full /work/venv/bin/python -m pytest -s tests/test_reliability_*.py
+    LASH_MACHINE_STRESS=full .venv/bin/python -m pytest -s tests/test_reliability_*.py
+
+``-s`` shows the figures each test prints (``[name] key=value ...``).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from ..stores.base import SessionStore
 from ..stores.leases import Lease, LeaseStore
 from .conformance import chain, ids, make_commit, make_node, run_threads
 
-__all__ = ["LeaseConformance"]
+__all__ = ["LeaseConformance", "takeover_round"]
 
 #: Long enough that no lease of a test expires by itself.
 TTL = 600.0
@@ -333,10 +333,14 @@ class LeaseConformance(abc.ABC):
         # land before the claim (the new holder sees them) or are refused:
         # the new holder never meets a conflict.
         for round_no in range(self.takeover_rounds):
-            _takeover_round(store, f"takeover-{round_no}")
+            takeover_round(store, f"takeover-{round_no}")
 
 
-def _takeover_round(store: Any, session_id: str) -> None:
+def takeover_round(store: Any, session_id: str) -> None:
+    """One round of the takeover race on ``session_id`` (see
+    :meth:`LeaseConformance.test_a_takeover_fences_every_later_commit_of_the_old_holder`):
+    raises ``AssertionError`` when the new holder met a commit of the old
+    one it could not see."""
     old = store.claim_lease(session_id, "old", 1.0, now=LONG_AGO)
     store.commit(make_commit(session_id, None, [make_node("n0")], fencing_token=old.token))
     acknowledged: list[str] = []
