@@ -70,12 +70,15 @@ def samples(
     before: Callable[[int], object] | None = None,
     *,
     collect: bool = False,
+    between: Callable[[], object] | None = None,
 ) -> list[list[float]]:
     """Time every call ``repeats`` times (after ``warmup`` untimed rounds);
     one list of seconds per call. ``before(round)`` runs untimed at the
     start of each round (to prepare what the calls consume); with
-    ``collect``, so does a garbage collection before every call, so that
-    one call's garbage is not collected on another's time.
+    ``collect``, a garbage collection runs untimed before every call, so
+    that one call's garbage is not collected on another's time, and so does
+    ``between()`` when given (to let the database finish the background
+    work the previous call caused).
 
     Each round runs the calls in a rotated order, so none of them always
     pays for (or profits from) what another left behind: a WAL checkpoint,
@@ -93,6 +96,8 @@ def samples(
                 before(round_)
             first = round_ % len(calls)
             for index in [*range(first, len(calls)), *range(first)]:
+                if between is not None:
+                    between()
                 if collect:
                     gc.collect()
                 seconds = timed(calls[index])

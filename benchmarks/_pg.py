@@ -3,7 +3,8 @@
 ``LASH_MACHINE_BENCH_DSN`` names a server to use; otherwise a throwaway
 local server is started when the server binaries are installed. It listens
 on 127.0.0.1 only and runs with ``fsync=off``, so commits measure the code
-and the round trips, not the disk.
+and the round trips, not the disk, and without autovacuum (the workloads
+vacuum and analyze after their bulk writes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
+    "checkpoint",
     "fresh_schema",
     "postgres_dsn",
     "relation_bytes",
@@ -59,7 +61,9 @@ def postgres_dsn() -> Iterator[str | None]:
         check=True,
         capture_output=True,
     )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    # No autovacuum: the runs VACUUM ANALYZE themselves after bulk writes,
+    # so it never wakes in the middle of a measurement.
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c autovacuum=off"
     pg_ctl_cmd = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)]
     subprocess.run(
         [*pg_ctl_cmd, "-o", opts, "-l", str(root / "log"), "-w", "start"],
@@ -114,6 +118,19 @@ def vacuum_analyze(dsn: str) -> None:
         ).fetchall()
         for (table,) in tables:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+
+
+def checkpoint(dsn: str) -> None:
+    """Write the server's dirty buffers out now (``CHECKPOINT``), so the
+    next measured call does not share the server with the writes of the
+    one before. Skipped without the privilege to run it."""
+    import psycopg
+
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        contextlib.suppress(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("CHECKPOINT")
 
 
 def relation_bytes(dsn: str, schema: str) -> int:

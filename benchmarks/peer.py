@@ -52,7 +52,7 @@ from ._common import (
     table,
     words,
 )
-from ._pg import relation_bytes, temporary_schema, vacuum_analyze
+from ._pg import checkpoint, relation_bytes, temporary_schema, vacuum_analyze
 from ._plots import Panel, save_panels
 
 #: Every BRANCH_EVERY-th turn the user regenerates: the conversation goes
@@ -243,6 +243,7 @@ class Pair:
     lash_bytes: Callable[[], int]
     langgraph_bytes: Callable[[], int]
     settle: Callable[[], None] = lambda: None
+    quiesce: Callable[[], None] = os.sync
 
 
 def sqlite_bytes(path: Path) -> int:
@@ -317,6 +318,10 @@ def postgres_pair(config: Config, label: str) -> Iterator[Pair]:
             for dsn in (lash_dsn, raw_dsn, langgraph_dsn):
                 vacuum_analyze(dsn)
 
+        def quiesce() -> None:
+            checkpoint(server)
+            os.sync()
+
         yield Pair(
             "PostgreSQL",
             Lash(driver),
@@ -325,6 +330,7 @@ def postgres_pair(config: Config, label: str) -> Iterator[Pair]:
             lambda: relation_bytes(server, lash_schema),
             lambda: relation_bytes(server, langgraph_schema),
             settle,
+            quiesce,
         )
 
 
@@ -371,6 +377,7 @@ def measure(
         persists,
         before=next_conversation,
         collect=True,
+        between=pair.quiesce,
     )
     size = (pair.lash_bytes() / persists, pair.langgraph_bytes() / persists)
     pair.settle()

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     results = out / "RESULTS.md"
+    machine.append(("load average at end", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())))
     results.write_text(render(sections, machine, config, elapsed, out))
     print(f"[{elapsed:6.1f}s] wrote {results}", file=sys.stderr)
 
@@ -149,6 +150,7 @@ def machine_info(config: Config) -> list[tuple[str, str]]:
         ("PostgreSQL", postgres),
         ("psycopg", _version("psycopg")),
         ("lash-machine", f"{lash_machine.__version__} (git {_commit()})"),
+        ("load average at start", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())),
         (
             "LangGraph checkpointers",
             f"langgraph-checkpoint {_version('langgraph-checkpoint')},"

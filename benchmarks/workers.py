@@ -21,7 +21,7 @@ from lash_machine.stores.postgres import PostgresStore
 from lash_machine.testing.conformance import POLICY, make_commit
 
 from ._common import Config, Goal, Section, median, prose, table
-from ._pg import fresh_schema
+from ._pg import temporary_schema, vacuum_analyze
 from ._plots import Panel, save_panels
 from .bench_store import node
 
@@ -114,6 +114,7 @@ def one_round(dsn: str, store: PostgresStore, count: int, label: str, seconds: f
             for i in range(START_NODES)
         ]
         store.commit(make_commit(session_id, None, chain))
+    vacuum_analyze(dsn)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(count)
     out = context.Queue()
@@ -183,16 +184,16 @@ def run(config: Config) -> Section:
     if config.pg_dsn is None:
         section.add("Skipped: no PostgreSQL server.")
         return section
-    _, dsn = fresh_schema(config.pg_dsn, "workers")
-    store = PostgresStore(dsn)
     rounds: dict[int, list[Round]] = {}
-    try:
-        for repeat in range(repeats):
-            for count in counts:
-                found = one_round(dsn, store, count, f"w{count}r{repeat}", seconds)
-                rounds.setdefault(count, []).append(found)
-    finally:
-        store.close()
+    with temporary_schema(config.pg_dsn, "workers") as (_, dsn):
+        store = PostgresStore(dsn)
+        try:
+            for repeat in range(repeats):
+                for count in counts:
+                    found = one_round(dsn, store, count, f"w{count}r{repeat}", seconds)
+                    rounds.setdefault(count, []).append(found)
+        finally:
+            store.close()
 
     rate = {w: median([r.rate for r in found]) for w, found in rounds.items()}
     rows = []
