@@ -312,3 +312,34 @@ def _release_later(gate: Any) -> None:
     gate.entered.wait(5)
     time.sleep(0.15)
     gate.release.set()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("open_store", STORES, indirect=True)
+def test_a_worker_that_lost_its_lease_cannot_tombstone(
+    driver: str, open_store: StoreFactory
+) -> None:
+    # Tombstones carry no token: the driver renews the lease first, which
+    # fails once another worker took over, and then nothing is hidden.
+    store = open_store()
+    sid = _sid()
+
+    async def scenario(slow: Any, fast: Any) -> None:
+        stalled = await slow.open(POLICY, sid)
+        root = await stalled.append({"n": "root"})
+        old = await stalled.append({"n": "old branch"})
+        await stalled.branch(root.node_id)
+        await stalled.append({"n": "new branch"})
+        await stalled.save()
+        time.sleep(0.25)  # the lease (ttl 0.2 s) expires
+        taker = await fast.open(POLICY, sid)
+        await taker.branch(old.node_id)  # the new holder works on the old branch
+        await taker.save()
+        with pytest.raises(LeaseLost):
+            await stalled.tombstone_orphans()
+        assert store.load_node(sid, old.node_id) is not None
+        await stalled.close(discard=True)
+        assert await taker.list_orphans()  # the other branch, still there
+        await taker.park()
+
+    run_scenario(driver, scenario, _leased(store, "w1", 0.2), _leased(store, "w2"))

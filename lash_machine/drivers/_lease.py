@@ -10,6 +10,11 @@ a commit whose token is stale, so a worker that lost its lease (it stalled
 past the time-to-live and another worker claimed the session) can never
 overwrite the new holder's work.
 
+Tombstones carry no token (the store contract has none for them), so the
+runner renews the lease right before each one: a worker that lost the
+session is refused, and after a renewal no other worker can claim the
+session for a whole time-to-live, far longer than the tombstone takes.
+
 Claims, renewals and releases are blocking store calls: drivers run them in
 worker threads, like store requests.
 """
@@ -101,17 +106,21 @@ class LeaseKeeper:
 @attrs.frozen
 class FencedRunner:
     """An :class:`~.store_effects.EffectRunner` that renews the session's
-    lease when due and stamps its token on commits, then hands the request
-    to the runner it wraps. A failed renewal fails the commit (with
-    ``"lease_lost"`` when the lease is gone) and nothing is sent."""
+    lease (before a commit when due, before a tombstone always) and stamps
+    its token on commits, then hands the request to the runner it wraps. A
+    failed renewal fails the request (with ``"lease_lost"`` when the lease
+    is gone) and nothing is sent."""
 
     inner: EffectRunner
     keeper: LeaseKeeper
 
     def __call__(self, request: fx.StoreRequest) -> Outcome:
-        if not isinstance(request, fx.Commit):
+        if not isinstance(request, fx.Commit | fx.TombstoneNodes):
             return self.inner(request)
         try:
+            if isinstance(request, fx.TombstoneNodes):
+                self.keeper.renew()
+                return self.inner(request)
             self.keeper.renew_if_due()
             fenced = self.keeper.fence(request)
         except Exception as error:  # the machine must hear of it, or it waits forever
