@@ -9,6 +9,10 @@ request into the result event the machine expects, :class:`Hooks` is where
 host effects go, and a loop-agnostic core feeds the machine. Each driver
 supplies ``now`` and fresh ids. To carry store effects out in another
 process, see :mod:`lash_machine.transport`.
+
+Every driver takes ``lease_owner`` (and ``lease_ttl``) to hold a session
+execution lease while a session is open: one writer per session among
+many workers, its commits fenced by the lease's token (off by default).
 """
 
 from __future__ import annotations

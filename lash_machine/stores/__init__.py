@@ -4,6 +4,10 @@
 (one file, stdlib only) and :class:`PostgresStore` (psycopg 3; install the
 ``postgres`` extra). Importing this package never imports psycopg: the
 Postgres store loads on first use of its name.
+
+All three grant session execution leases (:class:`LeaseStore`): one writer
+per session among many workers, fenced by a token on every commit (see
+:mod:`lash_machine.stores.leases`).
 """
 
 from __future__ import annotations
@@ -11,13 +15,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .base import SCHEMA_VERSION, SessionStore
+from .leases import Lease, LeaseStore
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
 
-__all__ = ["SCHEMA_VERSION", "MemoryStore", "PostgresStore", "SQLiteStore", "SessionStore"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Lease",
+    "LeaseStore",
+    "MemoryStore",
+    "PostgresStore",
+    "SQLiteStore",
+    "SessionStore",
+]
 
 
 def __getattr__(name: str) -> Any:
