@@ -32,8 +32,15 @@ from test_reliability_support import (
 from lash_machine import LeaseHeld, LeaseLost
 from lash_machine import effects as fx
 from lash_machine.drivers.blocking import Driver
+from lash_machine.stores import MemoryStore
 from lash_machine.testing.conformance import make_commit, make_node
-from lash_machine.testing.stress import CrashPlan, Opener, check_crash, kill_during_commits
+from lash_machine.testing.stress import (
+    CrashPlan,
+    Opener,
+    check_crash,
+    crash_commit,
+    kill_during_commits,
+)
 
 KILLS = count(12, 200)
 #: Kills per session: later children resume a session an earlier one was
@@ -65,7 +72,8 @@ def test_sigkill_during_commits_loses_nothing_acknowledged(opener: Opener, tmp_p
     elapsed = Timer()
     rng = random.Random(7)
     stored: dict[str, tuple[str, ...]] = {}
-    acknowledged = landed = 0
+    acks: dict[str, dict[int, tuple[str, ...]]] = {}
+    landed: dict[str, int] = {}
     name = ""
     for kill in range(KILLS):
         session_id = f"crash-{kill // PER_SESSION}"
@@ -73,11 +81,12 @@ def test_sigkill_during_commits_loses_nothing_acknowledged(opener: Opener, tmp_p
         # restarts under the same owner id would: it reclaims at once.
         owner = "restarting-worker" if kill % 2 else None
         killed = kill_during_commits(CrashPlan(opener, session_id, owner), kill, tmp_path, rng)
+        acks.setdefault(session_id, {})[kill] = killed.acknowledged
         _sqlite_is_intact(opener)
         store = opener()  # the store opens after the kill
         try:
             name = type(store).__name__
-            found = check_crash(store, session_id, killed.acknowledged, stored.get(session_id, ()))
+            found = check_crash(store, session_id, acks[session_id], stored.get(session_id, ()))
             if killed.lease_token is not None:
                 _check_dead_holders_lease(store, session_id, killed.lease_token, found.stored)
             # Through the driver too: the session opens without healing.
@@ -90,13 +99,13 @@ def test_sigkill_during_commits_loses_nothing_acknowledged(opener: Opener, tmp_p
         finally:
             store.close()
         stored[session_id] = found.stored
-        acknowledged += len(killed.acknowledged)
-        landed += found.in_flight_landed
+        landed[session_id] = found.unacknowledged
+    acknowledged = sum(len(a) for by_child in acks.values() for a in by_child.values())
     report(
         f"crash {name}",
         kills=KILLS,
         acknowledged_commits=acknowledged,
-        unacknowledged_commits_landed=landed,
+        unacknowledged_commits_landed=sum(landed.values()),
         seconds=elapsed(),
     )
     assert acknowledged > 0
@@ -132,10 +141,29 @@ def test_a_crashed_leaseholders_lease_expires_and_another_claims(
             time.sleep(max(0.0, caught.value.expires_at - time.time()) + 0.05)
             taken = second.open(POLICY, "leased")
             assert taken.lease.token > killed.lease_token
-            found = check_crash(store, "leased", killed.acknowledged, ())
+            found = check_crash(store, "leased", {0: killed.acknowledged}, ())
             assert taken.view.head_revision == len(found.stored)
             taken.append({"n": "after the crash"})
             assert taken.save() == len(found.stored) + 1
             taken.park()
     finally:
         store.close()
+
+
+def test_the_crash_check_allows_one_late_landing_per_child_and_no_more() -> None:
+    # What a server allows: child 0's commit in flight at its kill lands
+    # after the check of child 0, before child 1's commits.
+    store = MemoryStore()
+    head = store.commit(crash_commit("s", None, None, "i0c0", None))
+    assert check_crash(store, "s", {0: ("i0c0",)}, ()).unacknowledged == 0
+    head = store.commit(crash_commit("s", head, "i0c0/2", "i0c1", None))  # landed late
+    head = store.commit(crash_commit("s", head, "i0c1/2", "i1c0", None))
+    found = check_crash(store, "s", {0: ("i0c0",), 1: ("i1c0",)}, ("i0c0",))
+    assert (found.stored, found.unacknowledged) == (("i0c0", "i0c1", "i1c0"), 1)
+    # A second unacknowledged commit of child 0 is one it never sent.
+    store.commit(crash_commit("s", head, "i1c0/2", "i0c2", None))
+    with pytest.raises(AssertionError, match="never sent"):
+        check_crash(store, "s", {0: ("i0c0",), 1: ("i1c0",)}, found.stored)
+    # An acknowledged commit that is missing is caught.
+    with pytest.raises(AssertionError, match="missing"):
+        check_crash(store, "s", {0: ("i0c0", "i0c1", "i0c2", "i0c3"), 1: ("i1c0",)}, ())
