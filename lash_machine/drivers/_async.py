@@ -24,13 +24,13 @@ from ..model import (
     Residency,
     SessionNode,
     SessionPolicy,
-    SessionView,
 )
 from ..persisted import VacuumReport
-from ..state import Phase, SessionState
+from ..state import SessionState
 from ..stores.leases import Lease
 from ._base import DriverBase, Start
 from ._core import Done, Exchange, Plan, SessionCore
+from ._facts import SessionFacts
 from .hooks import Hooks
 
 __all__ = ["AsyncDriver", "AsyncSession", "LifecycleStreamBase"]
@@ -39,7 +39,7 @@ T = TypeVar("T")
 S = TypeVar("S", bound="AsyncSession")
 
 
-class AsyncSession(abc.ABC):
+class AsyncSession(SessionFacts, abc.ABC):
     """One session, driven on an event loop.
 
     Calls on one session are serialized (a lock), so each reply answers its
@@ -109,41 +109,7 @@ class AsyncSession(abc.ABC):
                 raise
             error.add_note(f"releasing the session's lease failed too: {failed!r}")
 
-    # ---- what the session is ------------------------------------------------------
-
-    @property
-    def session_id(self) -> str:
-        """The session's id."""
-        return self._core.session_id
-
-    @property
-    def phase(self) -> Phase:
-        """Where the session is in its lifecycle (active, parked, closed, ...)."""
-        return self._core.state.phase
-
-    @property
-    def state(self) -> SessionState | None:
-        """The in-memory session (``None`` unless active); pass it to
-        ``Driver.restore`` to rebuild the session without a store read."""
-        return self._core.state.session
-
-    @property
-    def view(self) -> SessionView | None:
-        """A small read view of the active session (``None`` otherwise)."""
-        session = self._core.state.session
-        return None if session is None else session.view(self._core.state.residency)
-
-    @property
-    def parked(self) -> ParkedSession | None:
-        """The handle, once the session is parked."""
-        return self._core.state.parked
-
-    @property
-    def lease(self) -> Lease | None:
-        """The execution lease the session holds (``None`` without leases,
-        or once parked or closed)."""
-        keeper = self._core.lease
-        return None if keeper is None else keeper.lease
+    # ---- the lease --------------------------------------------------------------------
 
     async def renew_lease(self) -> Lease:
         """Extend the session's lease by its time-to-live now (commits renew

@@ -34,14 +34,14 @@ from ..model import (
     Residency,
     SessionNode,
     SessionPolicy,
-    SessionView,
 )
 from ..persisted import VacuumReport
-from ..state import Phase, SessionState
+from ..state import SessionState
 from ..stores.base import SessionStore
 from ..stores.leases import Lease
 from ._base import DriverBase, Start, new_id
 from ._core import Done, Exchange, Plan, SessionCore
+from ._facts import SessionFacts
 from .hooks import Hooks
 from .store_effects import WRITES, EffectRunner, Outcome
 
@@ -51,7 +51,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Session:
+class Session(SessionFacts):
     """One session, driven by blocking calls.
 
     Calls on one session are serialized (a lock; do not call back into the
@@ -137,29 +137,7 @@ class Session:
             raise
         exchange.feed(outcome)
 
-    # ---- what the session is ------------------------------------------------------
-
-    @property
-    def session_id(self) -> str:
-        """The session's id."""
-        return self._core.session_id
-
-    @property
-    def phase(self) -> Phase:
-        """Where the session is in its lifecycle."""
-        return self._core.state.phase
-
-    @property
-    def state(self) -> SessionState | None:
-        """The in-memory session (``None`` unless active)."""
-        return self._core.state.session
-
-    @property
-    def lease(self) -> Lease | None:
-        """The execution lease the session holds (``None`` without leases,
-        or once parked or closed)."""
-        keeper = self._core.lease
-        return None if keeper is None else keeper.lease
+    # ---- the lease --------------------------------------------------------------------
 
     def renew_lease(self) -> Lease:
         """Extend the session's lease by its time-to-live now; raises
@@ -170,17 +148,6 @@ class Session:
             raise RuntimeError("the driver was made without lease_owner: no lease to renew")
         with self._lock:
             return self._lease_call(keeper.renew)
-
-    @property
-    def view(self) -> SessionView | None:
-        """A small read view of the active session (``None`` otherwise)."""
-        session = self._core.state.session
-        return None if session is None else session.view(self._core.state.residency)
-
-    @property
-    def parked(self) -> ParkedSession | None:
-        """The handle, once the session is parked."""
-        return self._core.state.parked
 
     # ---- the API of the async drivers, without await ------------------------------------
 
