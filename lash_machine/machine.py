@@ -323,10 +323,15 @@ def _close_parked(state: MachineState, event: ev.Close) -> tuple[MachineState, E
 
 def _path_resolves(read: StoredSession) -> bool:
     """True when the read's nodes hold the whole chain from the leaf to a root."""
-    if read.leaf_id is None:
-        return True
-    path = SessionGraph.from_nodes(read.nodes, read.leaf_id).active_path()
-    return bool(path) and path[-1].node_id == read.leaf_id and path[0].parent_id is None
+    parents = {node.node_id: node.parent_id for node in read.nodes}
+    seen: set[str] = set()
+    current = read.leaf_id
+    while current is not None:
+        if current not in parents or current in seen:
+            return False
+        seen.add(current)
+        current = parents[current]
+    return True
 
 
 def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineState, Effects]:
