@@ -572,8 +572,7 @@ def _tombstone(state: MachineState, event: ev.Tombstone) -> tuple[MachineState, 
                 "tombstone whole orphan subtrees",
             )
     if not state.persistent:
-        resident = [node_id for node_id in node_ids if node_id in session.graph]
-        return _drop_resident(state, resident)
+        return _drop_resident(state, node_ids)
     state, request_id = _request(
         state, lambda rid: Pending(rid, Purpose.TOMBSTONE, node_ids=node_ids)
     )
