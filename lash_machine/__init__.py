@@ -9,6 +9,7 @@ driver from :mod:`lash_machine.drivers` do it against a store from
 from __future__ import annotations
 
 from .errors import (
+    CommitOutcomeUnknown,
     CorruptRow,
     HeadRevisionConflict,
     InvalidEvent,
@@ -16,12 +17,15 @@ from .errors import (
     LeaseHeld,
     LeaseLost,
     ModelSpecMissing,
+    ParentTombstoned,
     ProtocolError,
     ResidencyRequiresStore,
     SchemaVersionMismatch,
     SessionNotFound,
     StaleResult,
     StoreError,
+    TombstoneRefused,
+    TransientStoreError,
     WireError,
 )
 from .graph import HealReport, LeafRepair, ParentRepair, SessionGraph, heal_graph
@@ -64,6 +68,7 @@ __all__ = [
     "ActivePath",
     "AgentFrame",
     "AttachmentIntent",
+    "CommitOutcomeUnknown",
     "CorruptRow",
     "FullGraph",
     "GraphDelta",
@@ -79,6 +84,7 @@ __all__ = [
     "ModelSpecMissing",
     "NodeKind",
     "ParentRepair",
+    "ParentTombstoned",
     "ParkedSession",
     "Phase",
     "PluginSnapshot",
@@ -99,7 +105,9 @@ __all__ = [
     "StaleResult",
     "StoreError",
     "StoredSession",
+    "TombstoneRefused",
     "ToolSnapshot",
+    "TransientStoreError",
     "VacuumReport",
     "WireError",
     "__version__",

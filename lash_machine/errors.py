@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "CorruptRow",
     "HeadRevisionConflict",
     "InvalidEvent",
@@ -18,12 +19,15 @@ __all__ = [
     "LeaseHeld",
     "LeaseLost",
     "ModelSpecMissing",
+    "ParentTombstoned",
     "ProtocolError",
     "ResidencyRequiresStore",
     "SchemaVersionMismatch",
     "SessionNotFound",
     "StaleResult",
     "StoreError",
+    "TombstoneRefused",
+    "TransientStoreError",
     "WireError",
 ]
 
@@ -201,3 +205,55 @@ class LeaseLost(StoreError):
             f"session {session_id!r}: lease token {token} is no longer current"
             f" (newest token {current}); claim the session again"
         )
+
+
+class TombstoneRefused(StoreError):
+    """A tombstone would hide a node the session still needs: one on the
+    stored active path, or one with a live child outside the nodes being
+    tombstoned (whose parent would then be gone). Nothing was hidden.
+
+    Tombstone whole subtrees that are off the active path; list them with
+    ``list_orphans``. ``node_id`` names the first node refused.
+    """
+
+    def __init__(self, session_id: str, node_id: str, reason: str) -> None:
+        self.session_id = session_id
+        self.node_id = node_id
+        self.reason = reason
+        super().__init__(f"session {session_id!r}: cannot tombstone node {node_id!r}: {reason}")
+
+
+class ParentTombstoned(StoreError):
+    """A commit's new nodes, or its new leaf, hang off a node that was
+    tombstoned since the session read it (an operator's prune, say).
+    Nothing of the commit was applied: the store never revives what an
+    operator hid, and never stores a node whose parent is gone.
+
+    The session keeps its edits in memory. Branch to a live node and append
+    again, or reload (close with ``discard=True`` and resume).
+    """
+
+    def __init__(self, session_id: str, node_id: str) -> None:
+        self.session_id = session_id
+        self.node_id = node_id
+        super().__init__(
+            f"session {session_id!r}: the commit builds on node {node_id!r},"
+            " which is tombstoned; nothing was applied"
+        )
+
+
+class CommitOutcomeUnknown(StoreError):
+    """The connection failed while a commit was in flight: the store may or
+    may not have applied it. The session keeps its edits and marks the
+    commit as in doubt.
+
+    Save (or park) again: the retry carries the same commit id, so a store
+    that applied the first attempt answers with its result instead of
+    applying it twice. Resuming the session from the store settles it too.
+    """
+
+
+class TransientStoreError(StoreError):
+    """The database aborted the transaction for a reason a retry cures (a
+    deadlock it broke, a serialization failure). Nothing was applied;
+    retry the call."""

@@ -18,13 +18,17 @@ import attrs
 from .. import effects as fx
 from .. import events as ev
 from ..errors import (
+    CommitOutcomeUnknown,
     CorruptRow,
     HeadRevisionConflict,
     LeaseHeld,
     LeaseLost,
+    ParentTombstoned,
     SchemaVersionMismatch,
     SessionNotFound,
     StoreError,
+    TombstoneRefused,
+    TransientStoreError,
 )
 from ..stores.base import SessionStore
 
@@ -123,6 +127,10 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (SessionNotFound, "session_not_found"),
     (LeaseHeld, "lease_held"),
     (LeaseLost, "lease_lost"),
+    (TombstoneRefused, "tombstone_refused"),
+    (ParentTombstoned, "parent_tombstoned"),
+    (CommitOutcomeUnknown, "commit_outcome_unknown"),
+    (TransientStoreError, "transient_store_error"),
     (StoreError, "store_error"),
 )
 
