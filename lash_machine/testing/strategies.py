@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from .. import effects as fx
 from .. import events as ev
+from ..errors import ErrorCode
 from ..graph import SessionGraph, heal_graph
 from ..model import (
     AgentFrame,
@@ -72,6 +73,11 @@ json_values = st.recursive(
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),
     max_leaves=10,
+)
+
+#: The fields a failure travels with (see lash_machine.errors.failure_of).
+details = st.dictionaries(
+    st.text(max_size=8), st.none() | st.integers(-9, 99) | st.text(max_size=8), max_size=3
 )
 
 model_specs = st.builds(ModelSpec, st.text(max_size=10), st.none() | st.integers(1, 2**20))
@@ -285,6 +291,7 @@ def events() -> st.SearchStrategy[Any]:
         st.builds(ev.Park),
         st.builds(ev.LoadNode, node_ids),
         st.builds(ev.ListOrphans),
+        st.builds(ev.TombstoneOrphans),
         st.builds(ev.Tombstone, st.lists(node_ids, max_size=3).map(tuple)),
         st.builds(ev.ApplyToolState, st.integers(0, 9), json_values),
         st.builds(ev.RecordPluginState, json_values),
@@ -298,10 +305,7 @@ def events() -> st.SearchStrategy[Any]:
         st.builds(ev.Tombstoned, request_ids, st.integers(0, 9)),
         st.builds(ev.IntentRecorded, request_ids),
         st.builds(
-            ev.EffectFailed,
-            request_ids,
-            st.sampled_from(["store_error", "cancelled"]),
-            st.text(max_size=20),
+            ev.EffectFailed, request_ids, st.sampled_from(ErrorCode), st.text(max_size=20), details
         ),
     )
 
@@ -357,9 +361,9 @@ def effects() -> st.SearchStrategy[Any]:
         st.builds(
             fx.ReplyFailed,
             st.text(max_size=9),
-            st.text(max_size=9),
+            st.sampled_from(ErrorCode),
             st.text(max_size=20),
-            st.none() | st.integers(1, 9),
+            details,
         ),
     )
 
