@@ -33,7 +33,8 @@ from lash_machine import (
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
-from lash_machine.drivers import Outcome, StoreFailure, StoreRunner
+from lash_machine.drivers import Outcome, StoreRunner
+from lash_machine.errors import StoreFailure
 from lash_machine.stores import MemoryStore, SQLiteStore
 from lash_machine.stores.base import SessionStore
 from lash_machine.testing.conformance import make_commit, make_node

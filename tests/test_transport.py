@@ -26,8 +26,8 @@ from lash_machine import (
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
-from lash_machine.drivers import StoreFailure
 from lash_machine.drivers.asyncio import Driver
+from lash_machine.errors import StoreFailure
 from lash_machine.stores import MemoryStore, SQLiteStore
 from lash_machine.transport import RemoteStore, serve_store
 
@@ -116,7 +116,7 @@ def test_a_lost_connection_fails_calls_and_leaves_the_session_usable(spawn: Spaw
         for _ in range(2):  # and again: the broken stream fails fast
             with pytest.raises(StoreFailure) as failure:
                 await session.save()
-            assert failure.value.code == "transport_error"
+            assert failure.value.failure_code == "transport_error"
             assert session.phase is Phase.ACTIVE and not session._core.state.outstanding
         await session.close(discard=True)
 
