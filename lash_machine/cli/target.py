@@ -5,16 +5,17 @@ are checked *before* a store is built, because building one creates the
 schema when it is missing: an operator command must never turn a mistyped
 path into a new, empty database, nor write to a file that is not ours.
 
-A DSN may hold a password. It is never printed: :func:`redact` hides it
-in the DSN, and :func:`scrub` removes it from any message (a driver's error
-text may echo parts of the connection string).
+A DSN may hold a password. It is never printed: messages name a
+PostgreSQL database by its :func:`~lash_machine.stores._dsn.redact`-ed DSN,
+and ``main`` passes every error through
+:func:`~lash_machine.stores._dsn.scrub` (a driver's error text may echo
+parts of the connection string). Both are the stores' own functions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
@@ -22,11 +23,12 @@ from collections.abc import Iterator
 import attrs
 
 from ..errors import SchemaVersionMismatch
+from ..stores._dsn import redact
 from ..stores.base import SCHEMA_VERSION, SessionStore
 from ..stores.sqlite import SQLiteStore
 from .exits import CliError, Exit
 
-__all__ = ["CONNECT_TIMEOUT", "Target", "open_store", "redact", "scrub"]
+__all__ = ["CONNECT_TIMEOUT", "Target", "open_store"]
 
 #: Seconds to wait for a PostgreSQL server before calling it unreachable.
 CONNECT_TIMEOUT = 3
@@ -38,10 +40,6 @@ _CREATE_HINT = (
 
 #: The first 16 bytes of every SQLite 3 database file.
 _SQLITE_HEADER = b"SQLite format 3\x00"
-
-_URI_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:)(?P<secret>[^@/]*)(?=@)")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&]*)")
 
 
 @attrs.frozen
@@ -62,42 +60,6 @@ class Target:
             return self.db
         assert self.dsn is not None
         return redact(self.dsn)
-
-    def secrets(self) -> list[str]:
-        """Text that must never be printed: the DSN's password, in every
-        spelling it may appear in."""
-        if self.dsn is None:
-            return []
-        found: set[str] = set()
-        for pattern in _patterns(self.dsn):
-            for match in pattern.finditer(self.dsn):
-                raw = match.group("secret")
-                found.update({raw, raw.strip("'"), urllib.parse.unquote(raw)})
-        found -= {"", "***"}
-        # Longest first: a password that contains another is replaced whole.
-        return sorted(found, key=len, reverse=True)
-
-
-def _patterns(dsn: str) -> tuple[re.Pattern[str], ...]:
-    """Where a password sits: in a URI's user info or query, or in a
-    ``key=value`` string's ``password`` (which may hold ``&``)."""
-    if "://" in dsn:
-        return (_URI_PASSWORD, _QUERY_PASSWORD)
-    return (_KEYWORD_PASSWORD,)
-
-
-def redact(dsn: str) -> str:
-    """``dsn`` with its password replaced by ``***`` (URI or key=value form)."""
-    for pattern in _patterns(dsn):
-        dsn = pattern.sub(lambda m: m.group("head") + "***", dsn)
-    return dsn
-
-
-def scrub(message: str, secrets: list[str]) -> str:
-    """``message`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
 
 
 @contextlib.contextmanager
