@@ -94,14 +94,20 @@ def _open_sqlite(path: str, create: bool, create_hint: str) -> SessionStore:
         if create:
             return SQLiteStore(path)
         raise CliError(f"{path}: no such file ({create_hint})", Exit.NOT_FOUND)
-    _probe_sqlite(path)
+    _probe_sqlite(path, create)
     return SQLiteStore(path)
 
 
-def _probe_sqlite(path: str) -> None:
+def _probe_sqlite(path: str, create: bool) -> None:
     """Check, without writing to it, that ``path`` is a lash-machine database
     of our schema version. Opening a store on a foreign file would switch
-    it to WAL mode and, when it is empty, create our tables in it."""
+    it to WAL mode and, when it is empty, create our tables in it.
+
+    With ``create``, a SQLite database without tables or version is new:
+    it is what another process creating this database at the same moment
+    has made so far (the store creates the schema under the write lock,
+    so only one of them does).
+    """
     try:
         with open(path, "rb") as file:
             header = file.read(len(_SQLITE_HEADER))
@@ -117,12 +123,18 @@ def _probe_sqlite(path: str) -> None:
     except sqlite3.Error as exc:
         raise CliError(f"{path}: cannot open: {exc}", Exit.STORE) from None
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, so one snapshot: a concurrent creator's schema and
+        # version (one transaction) are seen both or neither.
+        version, tables = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            " (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
     except sqlite3.Error as exc:
         raise CliError(f"{path}: cannot read: {exc}", Exit.STORE) from None
     finally:
         conn.close()
+    if version == 0 and not tables and create:
+        return
     if version == 0:
         what = "a SQLite database of another application" if tables else "an empty SQLite database"
         raise CliError(f"{path}: {what}, not a lash-machine database", Exit.NOT_FOUND)
