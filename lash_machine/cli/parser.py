@@ -148,14 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
         "stdout or a file; `import` reads it back.",
     )
     export.add_argument("session", metavar="SESSION", help=_SESSION)
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE, not stdout: whole or not at all (an existing FILE is"
+        " refused with exit 6, unless --force)",
+    )
+    export.add_argument("--force", action="store_true", help="replace an existing FILE")
 
     import_ = command(
         "import",
         transfer.import_,
         "create a session from a wire-format export",
-        more="The session is created by one first commit, at head revision 1; an\n"
-        "existing session of that id is never touched (exit 6).",
+        more="Everything in the file is checked before the database is opened (ids,\n"
+        "node kinds, finite times and numbers, JSON bodies): bad input is exit 5,\n"
+        "naming the node and what is wrong. The session is created by one first\n"
+        "commit, at head revision 1; an existing session of that id is never\n"
+        "touched (exit 6).",
     )
     import_.add_argument("file", metavar="FILE", help="the export to read ('-' for stdin)")
     import_.add_argument(
