@@ -35,6 +35,8 @@ def export(args: argparse.Namespace) -> int:
     directory, renamed into place), and an existing one is replaced only
     with ``--force``."""
     target = target_of(args)
+    if args.output is not None and not args.force:
+        _refuse_existing(args.output)  # before the work; checked again at the end
     with open_store(target) as store:
         stored = find_session(store, target, args.session)
     text = wire.dumps(stored) + "\n"
@@ -53,8 +55,8 @@ def _write_whole(path: str, text: str, *, replace: bool) -> None:
     """Write ``text`` to ``path`` atomically: readers see the old file (or
     none) until the new one is complete. Without ``replace`` an existing
     ``path`` is a :class:`CliError` (exit 6), checked atomically too."""
-    if not replace and os.path.lexists(path):
-        raise CliError(f"{path} exists: give --force to replace it", Exit.CONFLICT)
+    if not replace:
+        _refuse_existing(path)
     directory = os.path.dirname(path) or "."
     try:
         fd, temporary = tempfile.mkstemp(
@@ -63,11 +65,11 @@ def _write_whole(path: str, text: str, *, replace: bool) -> None:
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}", Exit.STORE) from None
     try:
-        # mkstemp makes the file private; give it the mode open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
+            # mkstemp makes the file private; give it the mode open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
@@ -82,6 +84,11 @@ def _write_whole(path: str, text: str, *, replace: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def _refuse_existing(path: str) -> None:
+    if os.path.lexists(path):
+        raise CliError(f"{path} exists: give --force to replace it", Exit.CONFLICT)
 
 
 def _link_new(temporary: str, path: str) -> None:
