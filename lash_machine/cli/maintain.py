@@ -15,6 +15,7 @@ from ..graph import heal_graph
 from ..persisted import GraphDelta, Reparent, SessionCommit
 from .exits import CliError, Exit
 from .lookup import exclusive, find_session, plural, stored_graph, target_of
+from .progress import Progress
 from .render import printable, repair_lines, short_ids
 from .target import open_store
 
@@ -55,8 +56,13 @@ def prune(args: argparse.Namespace) -> int:
 
 def vacuum(args: argparse.Namespace) -> int:
     """``vacuum``: physically remove every tombstoned node of the database."""
-    with open_store(target_of(args)) as store:
-        report = store.vacuum()
+    progress = Progress("vacuum")
+    try:
+        with open_store(target_of(args)) as store:
+            progress.say("removing tombstoned nodes")
+            report = store.vacuum()
+    finally:
+        progress.done()
     removed = plural(report.nodes_removed, "tombstoned node")
     if report.intents_removed:
         removed += f" and {plural(report.intents_removed, 'attachment intent')}"
