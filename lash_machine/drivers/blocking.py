@@ -20,9 +20,10 @@ calls raise :class:`~lash_machine.errors.DriverClosed`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -36,13 +37,20 @@ __all__ = ["Driver", "Session"]
 
 T = TypeVar("T")
 
+# The C function: signal.pthread_sigmask turns every mask it returns into
+# enum members, which costs more than the store call it guards. Platforms
+# without it hold nothing back.
+_sigmask: Callable[[int, Iterable[int]], Iterable[int]] | None = getattr(
+    importlib.import_module("_signal"), "pthread_sigmask", None
+)
+
 #: Signals whose handlers may raise (every one but the faults a process
 #: raises on itself, which must never be held back).
 _HELD = (
     frozenset(signal.valid_signals())
     - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
     - {signal.SIGKILL, signal.SIGSTOP}
-    if hasattr(signal, "pthread_sigmask")
+    if _sigmask is not None
     else frozenset()
 )
 
@@ -52,14 +60,14 @@ def _signals_held() -> Iterator[None]:
     """Hold signals back for the block; a signal that came meanwhile is
     handled (its handler may raise) when the block ends. Python runs
     handlers on the main thread only, so elsewhere there is nothing to do."""
-    if not _HELD or threading.current_thread() is not threading.main_thread():
+    if _sigmask is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    previous = _sigmask(signal.SIG_BLOCK, _HELD)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _sigmask(signal.SIG_SETMASK, previous)
 
 
 class Session(BlockingSession):
