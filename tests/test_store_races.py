@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -259,6 +260,48 @@ def test_a_commit_that_waited_sees_a_tombstone_and_vacuum_that_went_first(
     assert result.node_id == "x"
     assert store.load_node("s", "y") is None
     assert_sound(dsn)
+
+
+def test_prune_reports_a_commit_that_landed_during_it_as_a_conflict(
+    store: PostgresStore, stage: Stage, dsn: str
+) -> None:
+    # A worker without a lease commits y under the orphan x while
+    # `lash-machine prune` runs: prune's lease claim cannot stop a commit
+    # already in flight, so the store refuses the tombstone and prune says so.
+    with_orphan(store)
+    stage.hold(_LOCK_SESSION, ("s",))
+    commit = stage.start(lambda: store.commit(make_commit("s", 1, [make_node("y", "x")])))
+    prune = stage.start(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "lash_machine", "prune", "s", "--dsn", dsn],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    )
+    stage.release()
+    assert outcome(commit) == 2
+    ran = outcome(prune)
+    assert isinstance(ran, subprocess.CompletedProcess)
+    assert ran.returncode == 6, ran.stderr
+    assert "session s changed while pruning; run prune again" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert store.current_lease("s") is None  # prune gave its lease back
+    assert_sound(dsn)
+    # Run again, it prunes what is an orphan now: nothing.
+    again = subprocess.run(
+        [sys.executable, "-m", "lash_machine", "prune", "s", "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # Run again, prune hides what is an orphan now: the old leaf a.
+    assert again.returncode == 0, again.stderr
+    assert "tombstoned 1 orphan" in again.stdout
+    assert store.load_node("s", "a") is None
+    assert store.load_node("s", "x") is not None
 
 
 # ---- a repair commit and a tombstone of the same node (17.6) ----------------------------
