@@ -8,6 +8,15 @@ concurrent committers; for the loser it matches no row, and every other
 write of the statement reads from it, so nothing of the loser is written.
 A read is one pipelined round trip.
 
+Every writer of a session takes the session row first, then node rows (a
+tombstone, a delete and a vacuum run their statements in a transaction
+after locking it), so writers of one session serialise without deadlock
+and each sees what the one before committed. A deadlock or serialization
+failure the server still reports is a :class:`TransientStoreError`.
+
+After a server restart the pool's idle connections are dead; each is
+found (the server said goodbye on it) and replaced before a call uses it.
+
 PostgreSQL ``text`` cannot hold NUL characters: writing an id (or URI) with
 one raises :class:`StoreError`; reads of such ids find nothing. Text that
 is not valid Unicode (a lone surrogate) cannot be sent at all: any call
