@@ -39,7 +39,7 @@ from lash_machine.model import NodeKind, SessionNode
 from lash_machine.persisted import ActivePath
 from lash_machine.stores.base import SessionStore
 from lash_machine.stores.sqlite import SQLiteStore
-from lash_machine.testing.conformance import make_commit
+from lash_machine.testing.records import make_commit
 
 try:
     from ._pg import fresh_schema, postgres_dsn

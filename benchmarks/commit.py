@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lash_machine.drivers.blocking import Driver, Session
 from lash_machine.model import SessionNode
-from lash_machine.testing.conformance import POLICY, make_commit
+from lash_machine.testing.records import POLICY, make_commit
 
 from ._backends import Backend, open_backends
 from ._common import Config, Goal, Section, fmt_time, median, profile, prose, samples, table

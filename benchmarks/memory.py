@@ -17,7 +17,7 @@ from lash_machine.events import Append, Committed, GraphLoaded, Open, Park
 from lash_machine.model import NodeKind, ParkedSession, Residency, SessionNode
 from lash_machine.state import MachineState
 from lash_machine.stores.sqlite import SQLiteStore
-from lash_machine.testing.conformance import POLICY
+from lash_machine.testing.records import POLICY
 
 from ._common import Config, Goal, Section, fmt_bytes, prose, table
 from ._plots import Panel, save_panels

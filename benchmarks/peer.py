@@ -37,7 +37,7 @@ from lash_machine.persisted import ActivePath
 from lash_machine.state import MachineState
 from lash_machine.stores.base import SessionStore
 from lash_machine.stores.sqlite import SQLiteStore
-from lash_machine.testing.conformance import POLICY, make_commit
+from lash_machine.testing.records import POLICY, make_commit
 
 from ._common import (
     Config,

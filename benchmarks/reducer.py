@@ -11,7 +11,7 @@ from lash_machine.events import Append, Open
 from lash_machine.graph import SessionGraph
 from lash_machine.model import NodeKind, SessionNode
 from lash_machine.state import MachineState
-from lash_machine.testing.conformance import POLICY
+from lash_machine.testing.records import POLICY
 
 from ._common import Config, Goal, Section, fmt_time, median, profile, prose, table, timed
 from ._plots import Panel, save_panels

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lash_machine.drivers.blocking import Driver, Session
 from lash_machine.model import Residency
-from lash_machine.testing.conformance import POLICY
+from lash_machine.testing.records import POLICY
 
 from ._backends import Backend, open_backends
 from ._common import Config, Goal, Section, fmt_time, median, profile, prose, samples, table

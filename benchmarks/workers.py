@@ -18,7 +18,7 @@ from lash_machine.errors import HeadRevisionConflict
 from lash_machine.model import ParkedSession, Residency
 from lash_machine.persisted import FullGraph
 from lash_machine.stores.postgres import PostgresStore
-from lash_machine.testing.conformance import POLICY, make_commit
+from lash_machine.testing.records import POLICY, make_commit
 
 from ._common import Config, Goal, Section, median, prose, table
 from ._pg import temporary_schema, vacuum_analyze

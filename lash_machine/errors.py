@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "ResidencyRequiresStore",
     "SchemaVersionMismatch",
+    "SessionDeleted",
     "SessionNotFound",
     "StaleResult",
     "StoreError",
@@ -51,6 +52,7 @@ class ErrorCode(enum.StrEnum):
     CORRUPT_ROW = "corrupt_row"
     SCHEMA_VERSION_MISMATCH = "schema_version_mismatch"
     SESSION_NOT_FOUND = "session_not_found"
+    SESSION_DELETED = "session_deleted"
     LEASE_HELD = "lease_held"
     LEASE_LOST = "lease_lost"
     TOMBSTONE_REFUSED = "tombstone_refused"
@@ -201,6 +203,23 @@ class SessionNotFound(StoreError):
         super().__init__(f"no session {session_id!r} in the store")
 
 
+class SessionDeleted(SessionNotFound):
+    """The session was deleted (or expired): the store keeps a marker so
+    that a late commit, resume or open of its id never brings it back.
+    ``deleted_at`` is when, in seconds since the epoch.
+
+    Start a new session under another id. An operator can forget old
+    markers (``lash-machine purge``); the id is then free again.
+    """
+
+    code = ErrorCode.SESSION_DELETED
+
+    def __init__(self, session_id: str, deleted_at: float) -> None:
+        self.session_id = session_id
+        self.deleted_at = deleted_at
+        StoreError.__init__(self, f"session {session_id!r} was deleted; it cannot be used again")
+
+
 class CorruptRow(StoreError):
     """A stored row could not be decoded. Names the session and, for a node
     row, the node; the row is never skipped. Inspect it with
@@ -218,14 +237,23 @@ class CorruptRow(StoreError):
 
 class SchemaVersionMismatch(StoreError):
     """The database was written by another schema version. Nothing is
-    migrated silently; use a matching release of lash-machine."""
+    migrated silently: an older database is upgraded in place by
+    ``lash-machine migrate`` (or a store made with ``migrate=True``); a
+    newer one needs a newer lash-machine."""
 
     code = ErrorCode.SCHEMA_VERSION_MISMATCH
 
     def __init__(self, where: str, found: int, expected: int) -> None:
         self.found = found
         self.expected = expected
-        super().__init__(f"{where}: schema version {found}, this lash-machine expects {expected}")
+        hint = ""
+        if 0 < found < expected:
+            hint = "; upgrade it in place with `lash-machine migrate` (see --dry-run first)"
+        elif found > expected:
+            hint = "; it was written by a newer lash-machine"
+        super().__init__(
+            f"{where}: schema version {found}, this lash-machine expects {expected}{hint}"
+        )
 
 
 class LeaseHeld(StoreError):
@@ -362,6 +390,7 @@ _BY_CODE: dict[ErrorCode, type[LashMachineError]] = {
         CorruptRow,
         SchemaVersionMismatch,
         SessionNotFound,
+        SessionDeleted,
         LeaseHeld,
         LeaseLost,
         TombstoneRefused,

@@ -7,7 +7,7 @@ and nothing of the reducer.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import TypeAlias
 
 import attrs
 
@@ -16,12 +16,15 @@ from .model import JSON, AgentFrame, PluginSnapshot, SessionNode, SessionPolicy,
 __all__ = [
     "ActivePath",
     "AttachmentIntent",
+    "ExpireReport",
     "FullGraph",
     "GraphDelta",
+    "Origin",
     "ReadScope",
     "Reparent",
     "SessionCommit",
     "SessionInfo",
+    "SessionStamp",
     "StoredSession",
     "VacuumReport",
 ]
@@ -44,11 +47,26 @@ ReadScope: TypeAlias = FullGraph | ActivePath
 
 
 @attrs.frozen
+class Origin:
+    """Where a copied session came from: the session, and the node whose
+    path it copied."""
+
+    session_id: str
+    node_id: str | None
+
+
+@attrs.frozen
 class StoredSession:
     """A session as a store returns it for one read scope.
 
-    ``nodes`` come in insertion order (for an active-path read: root first).
-    ``leaf_id`` is the stored leaf, whatever the scope.
+    ``nodes`` come in insertion order (for an active-path read, whose nodes
+    are one chain, that is root first). ``leaf_id`` is the stored leaf,
+    whatever the scope. ``pinned`` are the pinned ones among ``nodes``.
+    ``generation`` counts the changes to the stored graph that move no
+    head revision (tombstones); with ``head_revision`` and ``created_at``
+    it tells a reader whether a copy it holds is still what is stored
+    (:class:`SessionStamp`). ``origin`` is set for a session made by
+    copying another.
     """
 
     session_id: str
@@ -61,6 +79,27 @@ class StoredSession:
     tool_snapshot: ToolSnapshot | None = None
     plugin_snapshot: PluginSnapshot | None = None
     host_checkpoint: JSON = None
+    pinned: tuple[str, ...] = ()
+    generation: int = 0
+    created_at: float = 0.0
+    origin: Origin | None = None
+
+    @property
+    def stamp(self) -> SessionStamp:
+        """What identifies this stored state of the session."""
+        return SessionStamp(self.head_revision, self.generation, self.created_at)
+
+
+@attrs.frozen
+class SessionStamp:
+    """The small row that says which state of a session is stored: its head
+    revision, its generation (see :class:`StoredSession`) and when it was
+    created (so a session deleted and made again under the same id is told
+    apart)."""
+
+    head_revision: int
+    generation: int
+    created_at: float
 
 
 @attrs.frozen
@@ -75,25 +114,18 @@ class Reparent:
 class GraphDelta:
     """The change a commit makes to the stored graph.
 
-    It only ever adds nodes and rewrites parent pointers of nodes the session
-    holds in memory: no commit deletes or overwrites a node that is not
-    resident. Removing nodes is the job of tombstoning and vacuum.
+    It only ever adds nodes, rewrites parent pointers of nodes the session
+    holds in memory, and pins or unpins nodes (a flag that keeps a branch
+    from prune; never a node's content): no commit deletes or overwrites a
+    node that is not resident. Removing nodes is the job of tombstoning and
+    vacuum.
     """
 
     leaf_id: str | None
     appended: tuple[SessionNode, ...] = ()
     reparented: tuple[Reparent, ...] = ()
-
-    @property
-    def kind(self) -> Literal["unchanged", "append", "repair", "append+repair"]:
-        """Which of the delta shapes this is."""
-        if self.appended and self.reparented:
-            return "append+repair"
-        if self.appended:
-            return "append"
-        if self.reparented:
-            return "repair"
-        return "unchanged"
+    pinned: tuple[str, ...] = ()
+    unpinned: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -149,6 +181,21 @@ class AttachmentIntent:
     uri: str
     created_at: float
     committed: bool = False
+
+
+@attrs.frozen
+class ExpireReport:
+    """What :meth:`~lash_machine.stores.base.SessionStore.expire` removed
+    (or, for a dry run, would remove): the ids of the expired sessions and
+    how many nodes they held, and how many idle sessions were kept because
+    a worker held their lease. ``longest_batch`` is the longest write
+    transaction the run held, in seconds."""
+
+    expired: tuple[str, ...]
+    nodes_removed: int
+    kept_leased: int
+    dry_run: bool
+    longest_batch: float = 0.0
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from lash_machine.stores import MemoryStore, SQLiteStore
-from lash_machine.testing.conformance import LeaseConformance
+from lash_machine.testing.lease_conformance import LeaseConformance
 
 
 class TestMemoryLeases(LeaseConformance):

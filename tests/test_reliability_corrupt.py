@@ -40,7 +40,7 @@ from lash_machine.graph import SessionGraph
 from lash_machine.state import MachineState
 from lash_machine.stores import SQLiteStore
 from lash_machine.stores.base import SessionStore
-from lash_machine.testing.conformance import make_node
+from lash_machine.testing.records import make_node
 
 SESSION = "corrupt-me"
 ROOT = Path(__file__).parent.parent

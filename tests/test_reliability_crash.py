@@ -33,7 +33,7 @@ from lash_machine import LeaseHeld, LeaseLost
 from lash_machine import effects as fx
 from lash_machine.drivers.blocking import Driver
 from lash_machine.stores import MemoryStore
-from lash_machine.testing.conformance import make_commit, make_node
+from lash_machine.testing.records import make_commit, make_node
 from lash_machine.testing.stress import (
     CrashPlan,
     Opener,

@@ -37,7 +37,7 @@ from lash_machine.drivers import Outcome, StoreRunner
 from lash_machine.errors import StoreFailure
 from lash_machine.stores import MemoryStore, SQLiteStore
 from lash_machine.stores.base import SessionStore
-from lash_machine.testing.conformance import make_commit, make_node
+from lash_machine.testing.records import make_commit, make_node
 
 #: Ids that have confused storage layers: SQL and LIKE syntax, driver
 #: placeholders, quotes and escapes, case and whitespace twins, Unicode

@@ -23,7 +23,7 @@ from lash_machine.persisted import ActivePath, AttachmentIntent, FullGraph, Repa
 from lash_machine.stores.base import SessionStore
 from lash_machine.stores.memory import MemoryStore
 from lash_machine.stores.sqlite import SQLiteStore
-from lash_machine.testing.conformance import make_commit
+from lash_machine.testing.records import make_commit
 
 SESSIONS = ["a", "b"]
 NODE_IDS = [f"n{i}" for i in range(6)]

@@ -17,18 +17,16 @@ from lash_machine.errors import SchemaVersionMismatch, StoreError
 from lash_machine.persisted import ActivePath
 from lash_machine.stores.base import SCHEMA_VERSION, SessionStore
 from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore
-from lash_machine.testing.conformance import (
+from lash_machine.testing.conformance import StoreConformance
+from lash_machine.testing.races import (
     RaceOutcome,
-    StoreConformance,
-    chain,
     check_race,
-    make_commit,
-    make_node,
     prepare_race,
     race_contender,
     race_in_processes,
     run_threads,
 )
+from lash_machine.testing.records import chain, make_commit, make_node
 
 pytestmark = pytest.mark.postgres
 

@@ -37,12 +37,14 @@ from lash_machine.errors import (
     HeadRevisionConflict,
     LashMachineError,
     ParentTombstoned,
+    SessionDeleted,
     TombstoneRefused,
     TransientStoreError,
 )
 from lash_machine.persisted import FullGraph, Reparent
 from lash_machine.stores.postgres import PostgresStore
-from lash_machine.testing.conformance import make_commit, make_node, run_threads
+from lash_machine.testing.races import run_threads
+from lash_machine.testing.records import make_commit, make_node
 
 pytestmark = pytest.mark.postgres
 
@@ -197,11 +199,14 @@ def test_a_delete_racing_a_commit_leaves_no_node_behind(
     if first == "commit":
         assert results["commit"] == 2
     else:
-        assert isinstance(results["commit"], HeadRevisionConflict)
-        assert results["commit"].actual is None
-    assert store.load_graph("s", FullGraph()) is None
+        # The commit finds the session deleted: it never brings it back.
+        assert isinstance(results["commit"], SessionDeleted)
+    with pytest.raises(SessionDeleted):
+        store.load_graph("s", FullGraph())
     assert_sound(dsn)
-    # The id is free again: a new session with it starts empty.
+    # Once the marker is purged the id is free again: a new session with it
+    # starts empty.
+    assert store.purge_deleted(float("inf")) == 1
     store.commit(make_commit("s", None, [make_node("b")]))
     again = store.load_graph("s", FullGraph())
     assert again is not None
@@ -470,7 +475,8 @@ def test_natural_races_keep_the_graph_sound(dsn: str) -> None:
                 kind = type(result).__name__
                 seen[kind] = seen.get(kind, 0) + 1
                 assert not isinstance(result, Exception) or isinstance(
-                    result, HeadRevisionConflict | ParentTombstoned | TombstoneRefused
+                    result,
+                    HeadRevisionConflict | ParentTombstoned | TombstoneRefused | SessionDeleted,
                 ), result
             assert_sound(dsn)
     finally:

@@ -14,18 +14,16 @@ from lash_machine.errors import CorruptRow, SchemaVersionMismatch, StoreError
 from lash_machine.persisted import ActivePath, FullGraph
 from lash_machine.stores.base import SCHEMA_VERSION, SessionStore
 from lash_machine.stores.sqlite import SQLiteStore
-from lash_machine.testing.conformance import (
+from lash_machine.testing.conformance import StoreConformance
+from lash_machine.testing.races import (
     RaceOutcome,
-    StoreConformance,
-    chain,
     check_race,
-    make_commit,
-    make_node,
     prepare_race,
     race_contender,
     race_in_processes,
     run_threads,
 )
+from lash_machine.testing.records import chain, make_commit, make_node
 
 
 def _raw(path: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

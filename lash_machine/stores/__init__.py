@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import migrations
 from .base import SCHEMA_VERSION, SessionStore
 from .leases import Lease, LeaseStore
 from .memory import MemoryStore

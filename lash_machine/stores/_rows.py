@@ -28,10 +28,11 @@ from ..model import (
     SessionPolicy,
     ToolSnapshot,
 )
-from ..persisted import AttachmentIntent, GraphDelta, SessionCommit, StoredSession
+from ..persisted import AttachmentIntent, GraphDelta, Origin, SessionCommit, StoredSession
 
 __all__ = [
     "LEAF_REASON",
+    "PIN_REASON",
     "IntentRow",
     "NodeRow",
     "SessionRow",
@@ -181,12 +182,16 @@ def fold_repairs(
 
 
 def built_on(
-    rows: Sequence[NodeRow], repairs: dict[str, str | None], leaf_id: str | None
+    rows: Sequence[NodeRow],
+    repairs: dict[str, str | None],
+    leaf_id: str | None,
+    pinned: Sequence[str] = (),
 ) -> list[str]:
     """The stored nodes a commit builds on, each once, in order: the parent
     each appended node ends up with, the new parent of each repaired stored
-    node, then the new leaf. Ids the commit appends are left out (they are
-    not stored yet). ``rows`` and ``repairs`` come from :func:`fold_repairs`.
+    node, the new leaf, then the nodes it pins. Ids the commit appends are
+    left out (they are not stored yet). ``rows`` and ``repairs`` come from
+    :func:`fold_repairs`.
 
     A store refuses a commit to an existing session with
     :class:`~lash_machine.errors.ParentTombstoned` when one of them is not
@@ -200,6 +205,7 @@ def built_on(
         *(row[1] for row in rows),
         *repairs.values(),
         leaf_id,
+        *pinned,
     )
     return list(dict.fromkeys(i for i in wanted if i is not None and i not in appended))
 
@@ -207,6 +213,9 @@ def built_on(
 #: Why :meth:`~lash_machine.stores.base.SessionStore.tombstone_nodes`
 #: refuses the stored leaf.
 LEAF_REASON = "it is the session's stored leaf"
+
+#: Why it refuses a pinned node.
+PIN_REASON = "it is pinned (unpin it first)"
 
 
 def orphan_reason(child_id: str) -> str:
@@ -309,10 +318,26 @@ def decode_session(
     head_revision: object,
     columns: Sequence[Any],
     nodes: tuple[SessionNode, ...],
+    *,
+    pinned: Iterable[str] = (),
+    generation: object = 0,
+    created_at: object = 0.0,
+    origin: tuple[object, object] | None = None,
 ) -> StoredSession:
     """A stored session from its encoded columns, in :class:`SessionRow`
-    order, plus the nodes already read for the scope."""
+    order, plus the nodes already read for the scope (and, from the
+    columns of schema version 3, its pins, generation, creation time and
+    origin)."""
     leaf_id, policy, frames, current_frame_id, tool, plugin, checkpoint = columns
+    if isinstance(generation, bool) or not isinstance(generation, int):
+        raise CorruptRow(session_id, None, f"generation is {generation!r}")
+    if isinstance(created_at, bool) or not isinstance(created_at, int | float):
+        raise CorruptRow(session_id, None, f"created_at is {created_at!r}")
+    came_from = None
+    if origin is not None and origin[0] is not None:
+        if not isinstance(origin[0], str) or not isinstance(origin[1], str | None):
+            raise CorruptRow(session_id, None, "origin is not text")
+        came_from = Origin(origin[0], origin[1])
     if isinstance(head_revision, bool) or not isinstance(head_revision, int):
         raise CorruptRow(session_id, None, f"head revision is {head_revision!r}")
     if leaf_id is not None and not isinstance(leaf_id, str):
@@ -353,6 +378,10 @@ def decode_session(
             )
         ),
         host_checkpoint=_load_json(checkpoint, session_id, None, "host checkpoint"),
+        pinned=tuple(pinned),
+        generation=generation,
+        created_at=float(created_at),
+        origin=came_from,
     )
 
 

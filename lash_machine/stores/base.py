@@ -27,6 +27,25 @@ against what one session holds in memory, and whatever runs concurrently):
 Vacuum removes a tombstoned node only when no live node names it as its
 parent (rows tombstoned before these rules may still be above a live node).
 
+Three more promises of schema version 3:
+
+* **Deletes stay deleted.** :meth:`SessionStore.delete_session` (and
+  :meth:`SessionStore.expire`) leave a marker of the id: a later read, open,
+  resume or commit of it raises
+  :class:`~lash_machine.errors.SessionDeleted`, and nothing is ever made
+  again under it, until :meth:`SessionStore.purge_deleted` forgets the
+  marker.
+* **Pins keep branches.** A commit may pin or unpin nodes
+  (:attr:`~lash_machine.persisted.GraphDelta.pinned`); a pinned node is
+  never tombstoned (:class:`~lash_machine.errors.TombstoneRefused`), so
+  neither is any of its ancestors (the subtree rule), and prune and
+  ``TombstoneOrphans`` leave them be.
+* **A retried commit is answered, not applied twice.** A commit carrying
+  the id of the last commit the session applied, whose head it made is
+  still the head, is answered with that head revision and applies nothing
+  (its first attempt's answer was lost). Any other mismatch is a
+  :class:`~lash_machine.errors.HeadRevisionConflict`.
+
 Every identifier a store keys rows by (session, node, frame, attachment id)
 is text of at most :data:`~lash_machine.content.MAX_ID_LENGTH` characters,
 and every node is checked by :func:`~lash_machine.content.node_problem`
@@ -36,25 +55,30 @@ the same on every store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..model import SessionNode
 from ..persisted import (
     AttachmentIntent,
+    ExpireReport,
     ReadScope,
     SessionCommit,
     SessionInfo,
+    SessionStamp,
     StoredSession,
     VacuumReport,
 )
 
-__all__ = ["SCHEMA_VERSION", "SessionStore"]
+__all__ = ["SCHEMA_VERSION", "SessionStore", "check_expiry"]
 
 #: The version of the SQL schemas this release reads and writes. Version 2
-#: added the execution-lease table; a version 1 database is refused (the
-#: format was never released, so no migration exists).
-SCHEMA_VERSION = 2
+#: added the execution-lease table; version 3 deleted-session markers, pins,
+#: session copies, commit ids, a generation per session and the active
+#: path's hint. A version-2 database is upgraded in place by
+#: ``lash-machine migrate`` (:mod:`lash_machine.stores.migrations`).
+SCHEMA_VERSION = 3
 
 
 @runtime_checkable
@@ -70,7 +94,14 @@ class SessionStore(Protocol):
     def load_graph(self, session_id: str, scope: ReadScope) -> StoredSession | None:
         """The session with the nodes of ``scope``, or ``None`` when the
         store has no such session. Raises
-        :class:`~lash_machine.errors.CorruptRow` for an undecodable row."""
+        :class:`~lash_machine.errors.CorruptRow` for an undecodable row and
+        :class:`~lash_machine.errors.SessionDeleted` for a deleted one."""
+        ...
+
+    def session_stamp(self, session_id: str) -> SessionStamp | None:
+        """The small row that says which state of the session is stored
+        (``None`` when there is none; a deleted one raises
+        :class:`~lash_machine.errors.SessionDeleted`)."""
         ...
 
     def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
@@ -105,10 +136,49 @@ class SessionStore(Protocol):
         """Every session, ordered by id."""
         ...
 
-    def delete_session(self, session_id: str) -> bool:
-        """Remove the session and all its rows; ``False`` when absent. A
-        commit racing the delete either lands before it (and its nodes go
-        too) or finds the session gone."""
+    def delete_session(self, session_id: str, now: float | None = None) -> bool:
+        """Remove the session and all its rows, keeping a marker of its id
+        (deleted at ``now``, the store's clock by default); ``False`` when
+        absent. A commit racing the delete either lands before it (and its
+        nodes go too) or finds the session deleted."""
+        ...
+
+    def purge_deleted(self, older_than: float) -> int:
+        """Forget the markers of sessions deleted before ``older_than``
+        (seconds since the epoch); return how many. Their ids may then be
+        used again."""
+        ...
+
+    def expire(
+        self,
+        idle_for: float,
+        *,
+        now: float | None = None,
+        dry_run: bool = False,
+        batch_size: int = 200,
+        progress: Callable[[ExpireReport], None] | None = None,
+    ) -> ExpireReport:
+        """Delete every session not committed to for ``idle_for`` seconds
+        (before ``now``), as :meth:`delete_session` does, except one whose
+        lease a worker holds; with ``dry_run``, only report them. Works in
+        write transactions of at most ``batch_size`` sessions, so a big
+        database is never locked for long; ``progress`` hears the report so
+        far after each."""
+        ...
+
+    def fork_session(
+        self, session_id: str, node_id: str | None, new_session_id: str, now: float | None = None
+    ) -> int:
+        """Make ``new_session_id`` a copy of the session whose history is
+        the path up to ``node_id`` (the stored leaf when ``None``), in one
+        transaction, recording where it came from
+        (:attr:`~lash_machine.persisted.StoredSession.origin`); return its
+        head revision, 1. Raises :class:`~lash_machine.errors.SessionNotFound`
+        (or :class:`~lash_machine.errors.SessionDeleted`) for the source,
+        :class:`~lash_machine.errors.ParentTombstoned` when ``node_id`` is
+        not a live node of it, and
+        :class:`~lash_machine.errors.HeadRevisionConflict` (or
+        ``SessionDeleted``) when ``new_session_id`` is taken."""
         ...
 
     def record_intent(self, intent: AttachmentIntent) -> None:
@@ -136,3 +206,13 @@ class SessionStore(Protocol):
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
+
+
+def check_expiry(idle_for: float, batch_size: int) -> None:
+    """Refuse an idle time or batch size no store should accept."""
+    if isinstance(idle_for, bool) or not isinstance(idle_for, int | float):
+        raise ValueError(f"idle_for must be a number of seconds, not {idle_for!r}")
+    if not math.isfinite(idle_for) or idle_for < 0:
+        raise ValueError(f"idle_for must be finite and not negative, not {idle_for!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")

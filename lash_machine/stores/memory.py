@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -17,6 +17,8 @@ from ..errors import (
     HeadRevisionConflict,
     LeaseLost,
     ParentTombstoned,
+    SessionDeleted,
+    SessionNotFound,
     StoreError,
     TombstoneRefused,
 )
@@ -24,15 +26,19 @@ from ..model import SessionNode
 from ..persisted import (
     ActivePath,
     AttachmentIntent,
+    ExpireReport,
     FullGraph,
+    Origin,
     ReadScope,
     SessionCommit,
     SessionInfo,
+    SessionStamp,
     StoredSession,
     VacuumReport,
 )
 from ._rows import (
     LEAF_REASON,
+    PIN_REASON,
     NodeRow,
     SessionRow,
     built_on,
@@ -47,6 +53,7 @@ from ._rows import (
     path_root_first,
     with_parent,
 )
+from .base import check_expiry
 from .leases import Lease, check_claim, check_fence, claim_verdict
 
 __all__ = ["MemoryStore"]
@@ -56,6 +63,7 @@ __all__ = ["MemoryStore"]
 class _Node:
     row: NodeRow
     tombstoned: bool = False
+    pinned: bool = False
 
 
 @attrs.define
@@ -63,9 +71,13 @@ class _Session:
     head_revision: int
     row: SessionRow
     updated_at: float
+    created_at: float
     # Insertion order is the dict's order; vacuum deletes keep it.
     nodes: dict[str, _Node] = attrs.Factory(dict)
     live_nodes: int = 0
+    generation: int = 0
+    last_commit_id: str | None = None
+    origin: Origin | None = None
 
 
 @attrs.define
@@ -91,6 +103,8 @@ class MemoryStore:
         self._intents: dict[tuple[str, str], AttachmentIntent] = {}
         # Never deleted, not even with the session: tokens must not repeat.
         self._leases: dict[str, _Lease] = {}
+        # Deleted sessions' ids and when: a deleted id is never used again.
+        self._deleted: dict[str, float] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -101,7 +115,7 @@ class MemoryStore:
         """The session with the nodes of ``scope``, or ``None``."""
         with self._lock:
             self._check_open()
-            session = self._sessions.get(session_id)
+            session = self._found(session_id)
             if session is None:
                 return None
             if isinstance(scope, FullGraph):
@@ -111,9 +125,36 @@ class MemoryStore:
                 rows = [] if leaf is None else self._path(session, leaf)
             else:
                 raise StoreError(f"unknown read scope {scope!r}")
+            pinned = [r[0] for r in rows if session.nodes[r[0]].pinned]
             head, row = session.head_revision, session.row
+            generation, created_at, origin = session.generation, session.created_at, session.origin
         nodes = tuple(decode_node(session_id, r) for r in rows)
-        return decode_session(session_id, head, attrs.astuple(row), nodes)
+        return decode_session(
+            session_id,
+            head,
+            attrs.astuple(row),
+            nodes,
+            pinned=pinned,
+            generation=generation,
+            created_at=created_at,
+            origin=None if origin is None else (origin.session_id, origin.node_id),
+        )
+
+    def _found(self, session_id: str) -> _Session | None:
+        """The session, ``None`` when it never was; a deleted one raises."""
+        session = self._sessions.get(session_id)
+        if session is None and session_id in self._deleted:
+            raise SessionDeleted(session_id, self._deleted[session_id])
+        return session
+
+    def session_stamp(self, session_id: str) -> SessionStamp | None:
+        """The session's head revision, generation and creation time."""
+        with self._lock:
+            self._check_open()
+            session = self._found(session_id)
+            if session is None:
+                return None
+            return SessionStamp(session.head_revision, session.generation, session.created_at)
 
     @staticmethod
     def _path(session: _Session, leaf_id: str) -> list[NodeRow]:
@@ -147,6 +188,10 @@ class MemoryStore:
             self._check_open()
             session = self._sessions.get(commit.session_id)
             actual = None if session is None else session.head_revision
+            if _applied_before(commit, session):
+                return actual  # type: ignore[return-value]  # a retry of a commit applied
+            if session is None and commit.session_id in self._deleted:
+                raise SessionDeleted(commit.session_id, self._deleted[commit.session_id])
             lease = self._leases.get(commit.session_id)
             check_fence(
                 commit.session_id,
@@ -158,7 +203,8 @@ class MemoryStore:
                 raise HeadRevisionConflict(commit.session_id, commit.expected_head, actual)
             existing = {} if session is None else session.nodes
             if session is not None:
-                for node_id in built_on(rows, repairs, commit.delta.leaf_id):
+                refs = built_on(rows, repairs, commit.delta.leaf_id, commit.delta.pinned)
+                for node_id in refs:
                     node = existing.get(node_id)
                     if (node is None or node.tombstoned) and node_id != session.row.leaf_id:
                         raise ParentTombstoned(commit.session_id, node_id)
@@ -171,12 +217,13 @@ class MemoryStore:
                 seen.add(row[0])
             now = time.time()
             if session is None:
-                session = _Session(head_revision=1, row=session_row, updated_at=now)
+                session = _Session(head_revision=1, row=session_row, updated_at=now, created_at=now)
                 self._sessions[commit.session_id] = session
             else:
                 session.head_revision += 1
                 session.row = session_row
                 session.updated_at = now
+            session.last_commit_id = commit.commit_id
             for row in rows:
                 session.nodes[row[0]] = _Node(row)
             session.live_nodes += len(rows)
@@ -184,6 +231,11 @@ class MemoryStore:
                 node = session.nodes.get(node_id)
                 if node is not None:
                     node.row = with_parent(node.row, parent_id)
+            for node_ids, flag in ((commit.delta.unpinned, False), (commit.delta.pinned, True)):
+                for node_id in node_ids:
+                    node = session.nodes.get(node_id)
+                    if node is not None and not node.tombstoned:
+                        node.pinned = flag
             for attachment_id in commit.adopt_attachments:
                 key = (commit.session_id, attachment_id)
                 intent = self._intents.get(key)
@@ -210,6 +262,9 @@ class MemoryStore:
             leaf_id = session.row.leaf_id
             if leaf_id in targets:
                 raise TombstoneRefused(session_id, leaf_id, LEAF_REASON)
+            for node_id in targets:
+                if session.nodes[node_id].pinned:
+                    raise TombstoneRefused(session_id, node_id, PIN_REASON)
             for node_id, node in session.nodes.items():
                 parent_id = node.row[1]
                 if parent_id in targets and not node.tombstoned and node_id not in targets:
@@ -217,6 +272,7 @@ class MemoryStore:
             for node_id in targets:
                 session.nodes[node_id].tombstoned = True
             session.live_nodes -= len(targets)
+            session.generation += 1
             return len(targets)
 
     def vacuum(self) -> VacuumReport:
@@ -243,13 +299,110 @@ class MemoryStore:
                 for sid, s in sorted(self._sessions.items())
             ]
 
-    def delete_session(self, session_id: str) -> bool:
-        """Remove the session, its nodes and its intents."""
+    def delete_session(self, session_id: str, now: float | None = None) -> bool:
+        """Remove the session, its nodes and its intents, and keep a marker
+        of its id (see :class:`~lash_machine.stores.base.SessionStore`)."""
         with self._lock:
             self._check_open()
-            for key in [k for k in self._intents if k[0] == session_id]:
-                del self._intents[key]
-            return self._sessions.pop(session_id, None) is not None
+            return self._delete(session_id, time.time() if now is None else now)
+
+    def _delete(self, session_id: str, now: float) -> bool:
+        for key in [k for k in self._intents if k[0] == session_id]:
+            del self._intents[key]
+        if self._sessions.pop(session_id, None) is None:
+            return False
+        self._deleted.setdefault(session_id, now)
+        return True
+
+    def purge_deleted(self, older_than: float) -> int:
+        """Forget the markers of sessions deleted before ``older_than``."""
+        with self._lock:
+            self._check_open()
+            old = [sid for sid, at in self._deleted.items() if at < older_than]
+            for sid in old:
+                del self._deleted[sid]
+            return len(old)
+
+    def expire(
+        self,
+        idle_for: float,
+        *,
+        now: float | None = None,
+        dry_run: bool = False,
+        batch_size: int = 200,
+        progress: Callable[[ExpireReport], None] | None = None,
+    ) -> ExpireReport:
+        """Delete (or, for a dry run, list) the sessions idle for
+        ``idle_for`` seconds, except those whose lease is held."""
+        check_expiry(idle_for, batch_size)
+        at = time.time() if now is None else now
+        with self._lock:
+            self._check_open()
+            idle = sorted(
+                (s.updated_at, sid)
+                for sid, s in self._sessions.items()
+                if s.updated_at < at - idle_for
+            )
+        expired: list[str] = []
+        nodes = kept = 0
+        report = ExpireReport((), 0, 0, dry_run)
+        # In batches, as the SQL stores do: the lock is never held for long.
+        for start in range(0, len(idle), batch_size):
+            with self._lock:
+                self._check_open()
+                for _, sid in idle[start : start + batch_size]:
+                    session = self._sessions.get(sid)
+                    if session is None or session.updated_at >= at - idle_for:
+                        continue  # deleted or written since the listing
+                    lease = self._leases.get(sid)
+                    if lease is not None and lease.owner is not None and lease.expires_at > at:
+                        kept += 1
+                        continue
+                    expired.append(sid)
+                    nodes += session.live_nodes
+                    if not dry_run:
+                        self._delete(sid, at)
+            report = ExpireReport(tuple(expired), nodes, kept, dry_run)
+            if progress is not None:
+                progress(report)
+        return report
+
+    def fork_session(
+        self,
+        session_id: str,
+        node_id: str | None,
+        new_session_id: str,
+        now: float | None = None,
+    ) -> int:
+        """Copy the session's path up to ``node_id`` (its stored leaf when
+        ``None``) into a new session; return its head revision (1)."""
+        check_session_id(new_session_id)
+        with self._lock:
+            self._check_open()
+            source = self._found(session_id)
+            if source is None:
+                raise SessionNotFound(session_id)
+            if new_session_id in self._deleted:
+                raise SessionDeleted(new_session_id, self._deleted[new_session_id])
+            taken = self._sessions.get(new_session_id)
+            if taken is not None:
+                raise HeadRevisionConflict(new_session_id, None, taken.head_revision)
+            at = node_id if node_id is not None else source.row.leaf_id
+            rows = [] if at is None else self._path(source, at)
+            if at is not None and (not rows or rows[-1][0] != at):
+                raise ParentTombstoned(session_id, at)
+            stamp = time.time() if now is None else now
+            copy = _Session(
+                head_revision=1,
+                row=attrs.evolve(source.row, leaf_id=at),
+                updated_at=stamp,
+                created_at=stamp,
+                origin=Origin(session_id, at),
+            )
+            copy.nodes = {row[0]: _Node(row) for row in rows}
+            copy.live_nodes = len(rows)
+            self._sessions[new_session_id] = copy
+            return 1
 
     def record_intent(self, intent: AttachmentIntent) -> None:
         """Record (or replace) the intent of one attachment; an intent a
@@ -340,3 +493,15 @@ class MemoryStore:
             self._sessions.clear()
             self._intents.clear()
             self._leases.clear()
+            self._deleted.clear()
+
+
+def _applied_before(commit: SessionCommit, session: _Session | None) -> bool:
+    """Whether ``commit`` is a retry of the last commit the session applied
+    (same id, and the head it made is still the head)."""
+    return (
+        session is not None
+        and commit.commit_id is not None
+        and session.last_commit_id == commit.commit_id
+        and session.head_revision == (commit.expected_head or 0) + 1
+    )

@@ -34,7 +34,7 @@ import contextlib
 import math
 import select
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -49,6 +49,8 @@ from ..errors import (
     LeaseLost,
     ParentTombstoned,
     SchemaVersionMismatch,
+    SessionDeleted,
+    SessionNotFound,
     StoreError,
     TombstoneRefused,
     TransientStoreError,
@@ -57,16 +59,20 @@ from ..model import SessionNode
 from ..persisted import (
     ActivePath,
     AttachmentIntent,
+    ExpireReport,
     FullGraph,
     ReadScope,
     SessionCommit,
     SessionInfo,
+    SessionStamp,
     StoredSession,
     VacuumReport,
 )
+from . import migrations
 from ._dsn import redact, scrub
 from ._rows import (
     LEAF_REASON,
+    PIN_REASON,
     built_on,
     check_session_id,
     decode_node,
@@ -78,7 +84,7 @@ from ._rows import (
     orphan_reason,
     path_root_first,
 )
-from .base import SCHEMA_VERSION
+from .base import SCHEMA_VERSION, check_expiry
 from .leases import Lease, check_claim, check_fence
 
 __all__ = ["PostgresStore"]
@@ -103,8 +109,16 @@ _SCHEMA = (
         tool_snapshot text,
         plugin_snapshot text,
         host_checkpoint text NOT NULL,
-        updated_at double precision NOT NULL
+        updated_at double precision NOT NULL,
+        created_at double precision NOT NULL,
+        generation bigint NOT NULL DEFAULT 0,
+        last_commit_id text,
+        path_hint text,
+        origin_session text,
+        origin_node text
     )""",
+    # Expiry finds the idle sessions, oldest first.
+    "CREATE INDEX lash_sessions_idle ON lash_sessions (updated_at, session_id)",
     # JSON lives in text, not jsonb: text keeps exactly what was written
     # (key order, duplicate keys, the \\u0000 escape jsonb refuses).
     """CREATE TABLE lash_nodes (
@@ -117,11 +131,14 @@ _SCHEMA = (
         created_at double precision NOT NULL,
         body text NOT NULL,
         tombstoned boolean NOT NULL DEFAULT false,
+        pinned boolean NOT NULL DEFAULT false,
         PRIMARY KEY (session_id, node_id)
     )""",
     "CREATE INDEX lash_nodes_by_seq ON lash_nodes (session_id, seq)",
-    # Partial: only tombstoned rows pay for it, and vacuum finds them fast.
+    # Partial: only tombstoned (pinned) rows pay for them, and vacuum (a read
+    # of the pins) finds them fast.
     "CREATE INDEX lash_nodes_tombstoned ON lash_nodes (session_id) WHERE tombstoned",
+    "CREATE INDEX lash_nodes_pinned ON lash_nodes (session_id) WHERE pinned",
     """CREATE TABLE lash_attachment_intents (
         session_id text NOT NULL,
         attachment_id text NOT NULL,
@@ -140,6 +157,11 @@ _SCHEMA = (
         token bigint NOT NULL,
         expires_at double precision NOT NULL
     )""",
+    # The ids of deleted sessions: never made again (until purged).
+    """CREATE TABLE lash_deleted (
+        session_id text PRIMARY KEY,
+        deleted_at double precision NOT NULL
+    )""",
 )
 
 _NODE_COLUMNS = "node_id, parent_id, kind, frame_id, created_at, body"
@@ -148,7 +170,19 @@ _SESSION_COLUMNS = (
     " tool_snapshot, plugin_snapshot, host_checkpoint"
 )
 
-_SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM lash_sessions WHERE session_id = %s"
+_SELECT_SESSION = (
+    f"SELECT {_SESSION_COLUMNS}, generation, created_at, origin_session, origin_node"
+    " FROM lash_sessions WHERE session_id = %s"
+)
+_SELECT_PINNED = (
+    "SELECT node_id FROM lash_nodes WHERE session_id = %s AND pinned AND NOT tombstoned"
+)
+_SELECT_DELETED = "SELECT deleted_at FROM lash_deleted WHERE session_id = %s"
+_SELECT_STAMP = """
+SELECT s.head_revision, s.generation, s.created_at,
+       (SELECT deleted_at FROM lash_deleted WHERE session_id = %(sid)s)
+  FROM (SELECT 1) AS one LEFT JOIN lash_sessions AS s ON s.session_id = %(sid)s
+"""
 _SELECT_FULL = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes"
     " WHERE session_id = %(sid)s AND NOT tombstoned ORDER BY seq"
@@ -180,7 +214,13 @@ _SELECT_NODE = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes"
     " WHERE session_id = %s AND node_id = %s AND NOT tombstoned"
 )
-_SELECT_HEAD = "SELECT head_revision FROM lash_sessions WHERE session_id = %s"
+# What a commit that did not go through learns next: the head, the id of
+# the commit that made it, and the session's deletion marker.
+_SELECT_HEAD = """
+SELECT s.head_revision, s.last_commit_id,
+       (SELECT deleted_at FROM lash_deleted WHERE session_id = %(sid)s)
+  FROM (SELECT 1) AS one LEFT JOIN lash_sessions AS s ON s.session_id = %(sid)s
+"""
 
 # Every writer of a session's rows takes its locks in one order: the lease
 # row (shared, commits only; claims lock nothing else, so no writer ever
@@ -250,12 +290,15 @@ dead AS MATERIALIZED (
     SELECT node_id FROM probe WHERE tombstoned IS DISTINCT FROM false ORDER BY ord LIMIT 1
 ),
 """
+# A deleted session's id is never made again (until its marker is purged).
 _CAS_CREATE = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
-    frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at)
+    frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
+    created_at, last_commit_id)
 SELECT %(sid)s, 1, %(count)s, %(count)s, %(leaf)s, %(policy)s, %(frames)s, %(frame)s,
-    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s
+    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s, %(now)s, %(commit_id)s
   FROM fence WHERE fence.ok
+   AND NOT EXISTS (SELECT 1 FROM lash_deleted WHERE session_id = %(sid)s)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING 0::bigint AS first_seq
 """
@@ -263,19 +306,27 @@ _CAS_ADVANCE = """
 UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = next_seq + %(count)s,
     live_nodes = live_nodes + %(count)s, leaf_id = %(leaf)s, policy = %(policy)s,
     frames = %(frames)s, current_frame_id = %(frame)s, tool_snapshot = %(tools)s,
-    plugin_snapshot = %(plugins)s, host_checkpoint = %(checkpoint)s, updated_at = %(now)s
+    plugin_snapshot = %(plugins)s, host_checkpoint = %(checkpoint)s, updated_at = %(now)s,
+    last_commit_id = %(commit_id)s
 WHERE session_id = %(sid)s AND head_revision = %(expected)s AND (SELECT ok FROM fence)
   AND NOT EXISTS (SELECT 1 FROM dead)
 RETURNING next_seq - %(count)s AS first_seq
 """
 _COMMIT_REST = """,
 appended AS (
-    INSERT INTO lash_nodes (session_id, seq, node_id, parent_id, kind, frame_id, created_at, body)
+    INSERT INTO lash_nodes (session_id, seq, node_id, parent_id, kind, frame_id, created_at, body,
+                            pinned)
     SELECT %(sid)s, cas.first_seq + r.ord - 1, r.node_id, r.parent_id, r.kind, r.frame_id,
-           r.created_at, r.body
+           r.created_at, r.body, r.pinned
       FROM cas, unnest(%(ids)s::text[], %(parents)s::text[], %(kinds)s::text[],
-                       %(frames_of)s::text[], %(times)s::float8[], %(bodies)s::text[])
-           WITH ORDINALITY AS r(node_id, parent_id, kind, frame_id, created_at, body, ord)
+                       %(frames_of)s::text[], %(times)s::float8[], %(bodies)s::text[],
+                       %(pinned_of)s::bool[])
+           WITH ORDINALITY AS r(node_id, parent_id, kind, frame_id, created_at, body, pinned, ord)
+),
+pins AS (
+    UPDATE lash_nodes AS n SET pinned = r.pinned
+      FROM cas, unnest(%(pin_ids)s::text[], %(pin_flags)s::bool[]) AS r(node_id, pinned)
+     WHERE n.session_id = %(sid)s AND n.node_id = r.node_id AND NOT n.tombstoned
 ),
 reparented AS (
     UPDATE lash_nodes AS n SET parent_id = r.parent_id
@@ -314,6 +365,10 @@ leaf AS MATERIALIZED (
     SELECT s.leaf_id FROM lash_sessions AS s JOIN targets ON targets.node_id = s.leaf_id
      WHERE s.session_id = %(sid)s
 ),
+pin AS MATERIALIZED (
+    SELECT n.node_id FROM lash_nodes AS n JOIN targets ON targets.node_id = n.node_id
+     WHERE n.session_id = %(sid)s AND n.pinned ORDER BY n.node_id COLLATE "C" LIMIT 1
+),
 orphan AS MATERIALIZED (
     SELECT c.node_id, c.parent_id FROM lash_nodes AS c
      WHERE c.session_id = %(sid)s AND NOT c.tombstoned
@@ -325,14 +380,16 @@ hidden AS (
     UPDATE lash_nodes AS n SET tombstoned = true FROM targets
      WHERE n.session_id = %(sid)s AND n.node_id = targets.node_id
        AND NOT EXISTS (SELECT 1 FROM leaf) AND NOT EXISTS (SELECT 1 FROM orphan)
+       AND NOT EXISTS (SELECT 1 FROM pin)
     RETURNING 1
 ),
 counted AS (
-    UPDATE lash_sessions SET live_nodes = live_nodes - (SELECT count(*) FROM hidden)
+    UPDATE lash_sessions SET live_nodes = live_nodes - (SELECT count(*) FROM hidden),
+                             generation = generation + 1
      WHERE session_id = %(sid)s AND EXISTS (SELECT 1 FROM hidden)
 )
 SELECT (SELECT leaf_id FROM leaf), (SELECT node_id FROM orphan), (SELECT parent_id FROM orphan),
-       (SELECT count(*) FROM hidden)
+       (SELECT count(*) FROM hidden), (SELECT node_id FROM pin)
 """
 
 # Vacuum locks the session rows of every session it cleans (in id order, so
@@ -381,6 +438,59 @@ UPDATE lash_leases AS l SET expires_at = coalesce(%(now)s::float8, {_CLOCK}) + %
 RETURNING l.expires_at
 """
 _SELECT_LEASE = "SELECT owner, token, expires_at FROM lash_leases WHERE session_id = %s"
+
+# Keyset pages of idle sessions, oldest first, with their live node counts
+# and whether a worker holds their lease (kept, never expired). The locking
+# form skips a session a writer holds locked right now: it is not idle.
+_IDLE_PAGE = """
+SELECT s.session_id, s.updated_at, s.live_nodes, EXISTS (
+    SELECT 1 FROM lash_leases AS l
+     WHERE l.session_id = s.session_id AND l.owner IS NOT NULL AND l.expires_at > %(now)s
+)
+  FROM lash_sessions AS s
+ WHERE s.updated_at < %(cutoff)s
+   AND (s.updated_at > %(after_at)s
+        OR (s.updated_at = %(after_at)s AND s.session_id COLLATE "C" > %(after_id)s))
+ ORDER BY s.updated_at, s.session_id COLLATE "C"
+ LIMIT %(limit)s
+"""
+_IDLE = _IDLE_PAGE
+_IDLE_LOCKED = _IDLE_PAGE.rstrip() + " FOR UPDATE OF s SKIP LOCKED\n"
+
+_FORK_SESSION = """
+INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
+    frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
+    created_at, origin_session, origin_node)
+SELECT %(new)s, 1, %(count)s, %(count)s, %(leaf)s, policy, frames, current_frame_id,
+    tool_snapshot, plugin_snapshot, host_checkpoint, %(now)s, %(now)s, %(source)s, %(leaf)s
+  FROM lash_sessions WHERE session_id = %(source)s
+ON CONFLICT (session_id) DO NOTHING
+RETURNING 1
+"""
+_FORK_NODES = """
+INSERT INTO lash_nodes (session_id, seq, node_id, parent_id, kind, frame_id, created_at, body)
+SELECT %(new)s, r.ord - 1, r.node_id, r.parent_id, r.kind, r.frame_id, r.created_at, r.body
+  FROM unnest(%(ids)s::text[], %(parents)s::text[], %(kinds)s::text[], %(frames_of)s::text[],
+              %(times)s::float8[], %(bodies)s::text[])
+       WITH ORDINALITY AS r(node_id, parent_id, kind, frame_id, created_at, body, ord)
+"""
+
+
+def _deletes(params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The statements that delete the sessions ``params["ids"]`` (whose rows
+    the caller has locked) and mark their ids deleted at ``params["now"]``;
+    the last one answers how many sessions there were."""
+    return [
+        ("DELETE FROM lash_nodes WHERE session_id = ANY(%(ids)s::text[])", params),
+        ("DELETE FROM lash_attachment_intents WHERE session_id = ANY(%(ids)s::text[])", params),
+        (
+            "WITH gone AS (DELETE FROM lash_sessions WHERE session_id = ANY(%(ids)s::text[])"
+            " RETURNING session_id), marked AS (INSERT INTO lash_deleted (session_id, deleted_at)"
+            " SELECT session_id, %(now)s FROM gone ON CONFLICT (session_id) DO NOTHING)"
+            " SELECT count(*) FROM gone",
+            params,
+        ),
+    ]
 
 
 _OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
@@ -439,15 +549,26 @@ class PostgresStore:
     first schema of its ``search_path``. The store keeps a pool of
     ``min_size`` to ``max_size`` connections; a call waits up to ``timeout``
     seconds for one. Safe to share between threads; open one store per
-    process (a pool's connections do not survive a fork).
+    process (a pool's connections do not survive a fork). ``migrate``:
+    upgrade a database of an older schema version in place (one
+    transaction under the schema lock; see
+    :mod:`lash_machine.stores.migrations`); without it such a database is
+    refused with :class:`SchemaVersionMismatch`.
     """
 
     def __init__(
-        self, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        migrate: bool = False,
     ) -> None:
         #: The DSN with its password hidden: safe to log.
         self.dsn = redact(dsn)
         self._max_size = max_size
+        self._migrate = migrate
         _probe(dsn, timeout)
         # autocommit: no implicit BEGIN round trip. A commit is one
         # statement (its own transaction); a read pipelines BEGIN and COMMIT.
@@ -554,10 +675,13 @@ class PostgresStore:
             has_version, has_tables = found
             if has_version:
                 versions = [r[0] for r in conn.execute("SELECT version FROM lash_schema")]
-                if versions != [SCHEMA_VERSION]:
-                    raise SchemaVersionMismatch(
-                        "PostgreSQL lash_schema", versions[0] if versions else 0, SCHEMA_VERSION
-                    )
+                if versions == [SCHEMA_VERSION]:
+                    return
+                found = versions[0] if len(versions) == 1 else 0
+                if not (self._migrate and found in migrations.POSTGRES):
+                    raise SchemaVersionMismatch("PostgreSQL lash_schema", found, SCHEMA_VERSION)
+                for statement in migrations.postgres_plan(found):
+                    conn.execute(statement)
                 return
             if has_tables:
                 # Our tables without a version row: not something we wrote.
@@ -581,14 +705,17 @@ class PostgresStore:
         if _has_nul(*params.values()):
             return None
         with self._connection() as conn:
-            # One snapshot for the session row and its nodes, in one round
-            # trip. BEGIN and COMMIT are plain pipelined statements:
-            # conn.transaction() would add a sync (a round trip) of its own.
+            # One snapshot for the session row, its nodes, its pins and its
+            # deletion marker, in one round trip. BEGIN and COMMIT are plain
+            # pipelined statements: conn.transaction() would add a sync (a
+            # round trip) of its own.
             try:
                 with conn.pipeline():
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     session_cur = conn.execute(_SELECT_SESSION, (session_id,))
                     nodes_cur = conn.execute(nodes_query, params)
+                    pins_cur = conn.execute(_SELECT_PINNED, (session_id,))
+                    deleted_cur = conn.execute(_SELECT_DELETED, (session_id,))
                     conn.execute("COMMIT")
             finally:
                 # A failed statement left the transaction open (a broken
@@ -597,14 +724,43 @@ class PostgresStore:
                     conn.execute("ROLLBACK")
             row = session_cur.fetchone()
             rows = nodes_cur.fetchall()
+            pins = {r[0] for r in pins_cur.fetchall()}
+            marker = deleted_cur.fetchone()
         if row is None:
+            if marker is not None:
+                raise SessionDeleted(session_id, marker[0])
             return None
         if isinstance(scope, ActivePath):
             leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
             by_id = {r[0]: r for r in rows}
             rows = [] if leaf is None else path_root_first(by_id.get, lambda r: r[1], leaf)
         nodes = tuple(decode_node(session_id, r) for r in rows)
-        return decode_session(session_id, row[0], row[1:], nodes)
+        return decode_session(
+            session_id,
+            row[0],
+            row[1:8],
+            nodes,
+            pinned=[node.node_id for node in nodes if node.node_id in pins] if pins else (),
+            generation=row[8],
+            created_at=row[9],
+            origin=(row[10], row[11]),
+        )
+
+    def session_stamp(self, session_id: str) -> SessionStamp | None:
+        """The session's head revision, generation and creation time: one
+        small row, one round trip (a deleted session raises
+        :class:`SessionDeleted`)."""
+        if _has_nul(session_id):
+            return None
+        with self._connection() as conn:
+            found = conn.execute(_SELECT_STAMP, {"sid": session_id}).fetchone()
+        assert found is not None, "the stamp query always answers one row"
+        head, generation, created_at, deleted_at = found
+        if head is None:
+            if deleted_at is not None:
+                raise SessionDeleted(session_id, deleted_at)
+            return None
+        return SessionStamp(int(head), int(generation), float(created_at))
 
     def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
         """One live node of the session, or ``None``."""
@@ -626,6 +782,8 @@ class PostgresStore:
         rows, repairs = fold_repairs(
             [encode_node(sid, n) for n in commit.delta.appended], commit.delta
         )
+        pins = {node_id: False for node_id in commit.delta.unpinned}
+        pins.update((node_id, True) for node_id in commit.delta.pinned)
         _refuse_nul(
             f"session {sid!r}",
             sid,
@@ -634,6 +792,8 @@ class PostgresStore:
             *(value for row in rows for value in row[:4]),
             *(value for r in commit.delta.reparented for value in (r.node_id, r.parent_id)),
             *commit.adopt_attachments,
+            *pins,
+            commit.commit_id,
         )
         params = {
             "sid": sid,
@@ -657,7 +817,13 @@ class PostgresStore:
             "new_parents": list(repairs.values()),
             "adopt": list(commit.adopt_attachments),
             "token": commit.fencing_token,
-            "refs": built_on(rows, repairs, commit.delta.leaf_id),
+            "refs": built_on(rows, repairs, commit.delta.leaf_id, commit.delta.pinned),
+            "commit_id": commit.commit_id,
+            # Pins of nodes this commit appends go into their rows (the
+            # UPDATE cannot see them); the last word on a node wins.
+            "pinned_of": [pins.pop(row[0], False) for row in rows],
+            "pin_ids": list(pins),
+            "pin_flags": list(pins.values()),
         }
         query = _COMMIT_CREATE if commit.expected_head is None else _COMMIT_ADVANCE
         token = commit.fencing_token
@@ -670,19 +836,25 @@ class PostgresStore:
                 raise _duplicate_node(conn, sid, [row[0] for row in rows], exc) from exc
             assert won is not None, "the commit statement always answers one row"
             first_seq, fenced_ok, owner, held_token, expires_at, dead = won
-            if not fenced_ok:
-                # Raises: the lease refused the commit, nothing was written.
-                # The clock only matters for an unfenced commit, whose
-                # statement already saw a live lease; judge it live.
-                check_fence(sid, token, (owner, held_token, expires_at), float("-inf"))
-                raise StoreError(f"session {sid!r}: the lease refused the commit")
-            if first_seq is None:
-                found = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
-                actual = None if found is None else found[0]
-                if dead is not None and actual == commit.expected_head:
-                    raise ParentTombstoned(sid, dead)
-                raise HeadRevisionConflict(sid, commit.expected_head, actual)
-        return (commit.expected_head or 0) + 1
+            if first_seq is not None:
+                return (commit.expected_head or 0) + 1
+            found = conn.execute(_SELECT_HEAD, {"sid": sid}).fetchone()
+        assert found is not None, "the head query always answers one row"
+        actual, last_commit_id, deleted_at = found
+        made = (commit.expected_head or 0) + 1
+        if commit.commit_id is not None and last_commit_id == commit.commit_id and actual == made:
+            return made  # a retry of the commit that made this head: nothing applied twice
+        if actual is None and deleted_at is not None:
+            raise SessionDeleted(sid, deleted_at)
+        if not fenced_ok:
+            # Raises: the lease refused the commit, nothing was written.
+            # The clock only matters for an unfenced commit, whose statement
+            # already saw a live lease; judge it live.
+            check_fence(sid, token, (owner, held_token, expires_at), float("-inf"))
+            raise StoreError(f"session {sid!r}: the lease refused the commit")
+        if dead is not None and actual == commit.expected_head:
+            raise ParentTombstoned(sid, dead)
+        raise HeadRevisionConflict(sid, commit.expected_head, actual)
 
     # -- maintenance ----------------------------------------------------
 
@@ -700,9 +872,11 @@ class PostgresStore:
             )
             row = cursor.fetchone()
         assert row is not None, "the tombstone statement always answers one row"
-        leaf_id, orphan_id, parent_id, hidden = row
+        leaf_id, orphan_id, parent_id, hidden, pinned = row
         if leaf_id is not None:
             raise TombstoneRefused(session_id, leaf_id, LEAF_REASON)
+        if pinned is not None:
+            raise TombstoneRefused(session_id, pinned, PIN_REASON)
         if orphan_id is not None:
             raise TombstoneRefused(session_id, parent_id, orphan_reason(orphan_id))
         return int(hidden)
@@ -724,26 +898,131 @@ class PostgresStore:
             ).fetchall()
         return [SessionInfo(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def delete_session(self, session_id: str) -> bool:
-        """Remove the session, its nodes and its intents. The session row is
-        locked first, so the node delete sees every commit that went before
-        it: a racing commit lands before the delete (and is deleted with the
-        rest) or finds the session gone."""
+    def delete_session(self, session_id: str, now: float | None = None) -> bool:
+        """Remove the session, its nodes and its intents, keeping a marker
+        of its id. The session row is locked first, so the node delete sees
+        every commit that went before it: a racing commit lands before the
+        delete (and is deleted with the rest) or finds the session deleted."""
         if _has_nul(session_id):
             return False
-        params = {"sid": session_id}
+        params = {"ids": [session_id], "now": time.time() if now is None else now}
         with self._connection() as conn:
-            *_, cursor = self._locked(
-                conn,
-                _LOCK_SESSION,
-                (session_id,),
-                [
-                    ("DELETE FROM lash_nodes WHERE session_id = %(sid)s", params),
-                    ("DELETE FROM lash_attachment_intents WHERE session_id = %(sid)s", params),
-                    ("DELETE FROM lash_sessions WHERE session_id = %(sid)s", params),
-                ],
+            *_, cursor = self._locked(conn, _LOCK_SESSION, (session_id,), _deletes(params))
+            gone = cursor.fetchone()
+        return bool(gone and gone[0])
+
+    def purge_deleted(self, older_than: float) -> int:
+        """Forget the markers of sessions deleted before ``older_than``."""
+        with self._connection() as conn:
+            purged = conn.execute("DELETE FROM lash_deleted WHERE deleted_at < %s", (older_than,))
+            return int(purged.rowcount)
+
+    def expire(
+        self,
+        idle_for: float,
+        *,
+        now: float | None = None,
+        dry_run: bool = False,
+        batch_size: int = 200,
+        progress: Callable[[ExpireReport], None] | None = None,
+    ) -> ExpireReport:
+        """Delete (or, for a dry run, list) the sessions idle for
+        ``idle_for`` seconds, except those whose lease is held, in
+        transactions of at most ``batch_size`` sessions. A session a writer
+        holds locked right now is skipped (it is not idle)."""
+        check_expiry(idle_for, batch_size)
+        at = time.time() if now is None else now
+        expired: list[str] = []
+        nodes = kept = 0
+        longest = 0.0
+        after: tuple[float, str] = (float("-inf"), "")
+        while True:
+            params = {
+                "cutoff": at - idle_for,
+                "after_at": after[0],
+                "after_id": after[1],
+                "limit": batch_size,
+                "now": at,
+            }
+            started = time.perf_counter()
+            with self._connection() as conn, conn.transaction():
+                rows = conn.execute(_IDLE if dry_run else _IDLE_LOCKED, params).fetchall()
+                batch = []
+                for session_id, updated_at, live, leased in rows:
+                    after = (updated_at, session_id)
+                    if leased:
+                        kept += 1
+                        continue
+                    batch.append(session_id)
+                    nodes += live
+                if batch and not dry_run:
+                    for query, query_params in _deletes({"ids": batch, "now": at}):
+                        conn.execute(query, query_params)
+            if not dry_run:
+                longest = max(longest, time.perf_counter() - started)
+            expired.extend(batch)
+            report = ExpireReport(tuple(expired), nodes, kept, dry_run, longest)
+            if progress is not None:
+                progress(report)
+            if len(rows) < batch_size:
+                return report
+
+    def fork_session(
+        self, session_id: str, node_id: str | None, new_session_id: str, now: float | None = None
+    ) -> int:
+        """Copy the session's path up to ``node_id`` (its stored leaf when
+        ``None``) into a new session, in one transaction; return 1."""
+        check_session_id(new_session_id)
+        _refuse_nul(f"session {new_session_id!r}", new_session_id, session_id, node_id)
+        with self._connection() as conn, conn.transaction():
+            source = conn.execute(
+                "SELECT leaf_id FROM lash_sessions WHERE session_id = %s FOR SHARE", (session_id,)
+            ).fetchone()
+            if source is None:
+                marker = conn.execute(_SELECT_DELETED, (session_id,)).fetchone()
+                if marker is not None:
+                    raise SessionDeleted(session_id, marker[0])
+                raise SessionNotFound(session_id)
+            at = node_id if node_id is not None else source[0]
+            rows: list[Any] = []
+            if at is not None:
+                found = conn.execute(_SELECT_PATH, {"sid": session_id, "leaf": at}).fetchall()
+                by_id = {r[0]: r for r in found}
+                rows = path_root_first(by_id.get, lambda r: r[1], at)
+                if not rows or rows[-1][0] != at:
+                    raise ParentTombstoned(session_id, at)
+            marker = conn.execute(_SELECT_DELETED, (new_session_id,)).fetchone()
+            if marker is not None:
+                raise SessionDeleted(new_session_id, marker[0])
+            stamp = time.time() if now is None else now
+            made = conn.execute(
+                _FORK_SESSION,
+                {
+                    "new": new_session_id,
+                    "source": session_id,
+                    "count": len(rows),
+                    "leaf": at,
+                    "now": stamp,
+                },
+            ).fetchone()
+            if made is None:
+                taken = conn.execute(_SELECT_HEAD, {"sid": new_session_id}).fetchone()
+                raise HeadRevisionConflict(
+                    new_session_id, None, None if taken is None else taken[0]
+                )
+            conn.execute(
+                _FORK_NODES,
+                {
+                    "new": new_session_id,
+                    "ids": [r[0] for r in rows],
+                    "parents": [r[1] for r in rows],
+                    "kinds": [r[2] for r in rows],
+                    "frames_of": [r[3] for r in rows],
+                    "times": [r[4] for r in rows],
+                    "bodies": [r[5] for r in rows],
+                },
             )
-        return cursor.rowcount > 0
+        return 1
 
     # -- attachment manifest ----------------------------------------------
 

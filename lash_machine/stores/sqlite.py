@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import (
@@ -21,6 +21,8 @@ from ..errors import (
     LeaseLost,
     ParentTombstoned,
     SchemaVersionMismatch,
+    SessionDeleted,
+    SessionNotFound,
     StoreError,
     TombstoneRefused,
 )
@@ -28,15 +30,19 @@ from ..model import SessionNode
 from ..persisted import (
     ActivePath,
     AttachmentIntent,
+    ExpireReport,
     FullGraph,
     ReadScope,
     SessionCommit,
     SessionInfo,
+    SessionStamp,
     StoredSession,
     VacuumReport,
 )
+from . import migrations
 from ._rows import (
     LEAF_REASON,
+    PIN_REASON,
     built_on,
     check_session_id,
     decode_node,
@@ -48,7 +54,7 @@ from ._rows import (
     orphan_reason,
     path_root_first,
 )
-from .base import SCHEMA_VERSION
+from .base import SCHEMA_VERSION, check_expiry
 from .leases import Lease, check_claim, check_fence, claim_verdict
 
 __all__ = ["SQLiteStore"]
@@ -68,8 +74,16 @@ _SCHEMA = (
         tool_snapshot TEXT,
         plugin_snapshot TEXT,
         host_checkpoint TEXT NOT NULL,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 0,
+        last_commit_id TEXT,
+        path_hint TEXT,
+        origin_session TEXT,
+        origin_node TEXT
     ) WITHOUT ROWID""",
+    # Expiry finds the idle sessions, oldest first.
+    "CREATE INDEX lash_sessions_idle ON lash_sessions (updated_at, session_id)",
     # Clustered on (session_id, node_id): each step of an active-path walk
     # is one primary-key lookup, whatever the size of the session.
     """CREATE TABLE lash_nodes (
@@ -82,11 +96,14 @@ _SCHEMA = (
         created_at REAL NOT NULL,
         body TEXT NOT NULL,
         tombstoned INTEGER NOT NULL DEFAULT 0,
+        pinned INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (session_id, node_id)
     ) WITHOUT ROWID""",
     "CREATE INDEX lash_nodes_by_seq ON lash_nodes (session_id, seq)",
-    # Partial: only tombstoned rows pay for it, and vacuum finds them fast.
+    # Partial: only tombstoned (pinned) rows pay for them, and vacuum (a read
+    # of the pins) finds them fast.
     "CREATE INDEX lash_nodes_tombstoned ON lash_nodes (session_id) WHERE tombstoned = 1",
+    "CREATE INDEX lash_nodes_pinned ON lash_nodes (session_id) WHERE pinned = 1",
     """CREATE TABLE lash_attachment_intents (
         session_id TEXT NOT NULL,
         attachment_id TEXT NOT NULL,
@@ -105,6 +122,11 @@ _SCHEMA = (
         token INTEGER NOT NULL,
         expires_at REAL NOT NULL
     ) WITHOUT ROWID""",
+    # The ids of deleted sessions: never made again (until purged).
+    """CREATE TABLE lash_deleted (
+        session_id TEXT NOT NULL PRIMARY KEY,
+        deleted_at REAL NOT NULL
+    ) WITHOUT ROWID""",
 )
 
 _NODE_COLUMNS = "node_id, parent_id, kind, frame_id, created_at, body"
@@ -113,7 +135,17 @@ _SESSION_COLUMNS = (
     " tool_snapshot, plugin_snapshot, host_checkpoint"
 )
 
-_SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM lash_sessions WHERE session_id = ?"
+_SELECT_SESSION = (
+    f"SELECT {_SESSION_COLUMNS}, generation, created_at, origin_session, origin_node"
+    " FROM lash_sessions WHERE session_id = ?"
+)
+_SELECT_PINNED = (
+    "SELECT node_id FROM lash_nodes WHERE session_id = ? AND pinned = 1 AND tombstoned = 0"
+)
+_SELECT_DELETED = "SELECT deleted_at FROM lash_deleted WHERE session_id = ?"
+_SELECT_STAMP = (
+    "SELECT head_revision, generation, created_at FROM lash_sessions WHERE session_id = ?"
+)
 _SELECT_FULL = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes WHERE session_id = ? AND tombstoned = 0 ORDER BY seq"
 )
@@ -136,20 +168,46 @@ _SELECT_NODE = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes"
     " WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
 )
-_SELECT_HEAD = "SELECT head_revision, next_seq, leaf_id FROM lash_sessions WHERE session_id = ?"
+_SELECT_HEAD = """
+SELECT head_revision, next_seq, leaf_id, last_commit_id FROM lash_sessions WHERE session_id = ?
+"""
 #: How many ids one statement binds (SQLite's oldest default limit is 999).
 _CHUNK = 500
 _INSERT_SESSION = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
-    frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at)
-VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
+    last_commit_id, created_at)
+VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _UPDATE_SESSION = """
 UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = ?,
     live_nodes = live_nodes + ?, leaf_id = ?, policy = ?, frames = ?, current_frame_id = ?,
-    tool_snapshot = ?, plugin_snapshot = ?, host_checkpoint = ?, updated_at = ?
+    tool_snapshot = ?, plugin_snapshot = ?, host_checkpoint = ?, updated_at = ?,
+    last_commit_id = ?
 WHERE session_id = ?
 """
+# Keyset pages of idle sessions, oldest first, each with its live node
+# count and whether a worker holds its lease (kept, never expired).
+_IDLE = """
+SELECT s.session_id, s.updated_at, s.live_nodes, EXISTS (
+    SELECT 1 FROM lash_leases AS l
+     WHERE l.session_id = s.session_id AND l.owner IS NOT NULL AND l.expires_at > ?5
+)
+  FROM lash_sessions AS s
+ WHERE s.updated_at < ?1 AND (s.updated_at, s.session_id) > (?2, ?3)
+ ORDER BY s.updated_at, s.session_id
+ LIMIT ?4
+"""
+_FORK_SESSION = """
+INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
+    frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
+    created_at, origin_session, origin_node)
+SELECT ?, 1, ?, ?, ?, policy, frames, current_frame_id, tool_snapshot, plugin_snapshot,
+    host_checkpoint, ?, ?, ?, ?
+  FROM lash_sessions WHERE session_id = ?
+"""
+_PIN = "UPDATE lash_nodes SET pinned = ? WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
+_MARK_DELETED = "INSERT OR IGNORE INTO lash_deleted (session_id, deleted_at) VALUES (?, ?)"
 _INSERT_NODE = f"""
 INSERT INTO lash_nodes (session_id, seq, {_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
@@ -195,10 +253,19 @@ class SQLiteStore:
     for another writer's lock before failing with :class:`StoreError`.
     ``synchronous`` is SQLite's durability setting: ``"FULL"`` survives
     power loss; ``"NORMAL"`` is faster and only loses the newest commits.
+    ``migrate``: upgrade a database of an older schema version in place
+    (one transaction under the write lock; see
+    :mod:`lash_machine.stores.migrations`); without it such a database is
+    refused with :class:`SchemaVersionMismatch`.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 30.0, synchronous: str = "FULL"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        synchronous: str = "FULL",
+        migrate: bool = False,
     ) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"unknown synchronous setting {synchronous!r}")
@@ -209,6 +276,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        self._migrate = migrate
         try:
             self._open_schema(self._connection())
         except BaseException:
@@ -281,16 +349,21 @@ class SQLiteStore:
         version = self._user_version(conn)
         if version == SCHEMA_VERSION:
             return
-        if version != 0:
+        if version != 0 and not (self._migrate and version in migrations.SQLITE):
             raise SchemaVersionMismatch(self.path, version, SCHEMA_VERSION)
         with self._transaction("BEGIN IMMEDIATE"):
             # Read again under the write lock: a concurrent opener of a new
-            # file either created the schema already or waits for us to.
+            # file either created (or upgraded) the schema already or waits
+            # for us to.
             version = self._user_version(conn)
             if version == SCHEMA_VERSION:
                 return
             if version != 0:
-                raise SchemaVersionMismatch(self.path, version, SCHEMA_VERSION)
+                if not (self._migrate and version in migrations.SQLITE):
+                    raise SchemaVersionMismatch(self.path, version, SCHEMA_VERSION)
+                for statement in migrations.sqlite_plan(version):
+                    conn.execute(statement)
+                return
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 # Tables but no version: not a database we wrote.
                 raise SchemaVersionMismatch(self.path, 0, SCHEMA_VERSION)
@@ -307,10 +380,12 @@ class SQLiteStore:
     # -- reads ----------------------------------------------------------
 
     def load_graph(self, session_id: str, scope: ReadScope) -> StoredSession | None:
-        """The session with the nodes of ``scope``, or ``None``."""
+        """The session with the nodes of ``scope``, or ``None`` (a deleted
+        one raises :class:`SessionDeleted`)."""
         with self._transaction("BEGIN") as conn:
             row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
             if row is None:
+                _refuse_deleted(conn, session_id)
                 return None
             rows: list[Any]
             if isinstance(scope, FullGraph):
@@ -320,8 +395,28 @@ class SQLiteStore:
                 rows = [] if leaf is None else self._path(conn, session_id, leaf)
             else:
                 raise StoreError(f"unknown read scope {scope!r}")
+            pins = {r[0] for r in conn.execute(_SELECT_PINNED, (session_id,))}
         nodes = tuple(decode_node(session_id, r) for r in rows)
-        return decode_session(session_id, row[0], row[1:], nodes)
+        return decode_session(
+            session_id,
+            row[0],
+            row[1:8],
+            nodes,
+            pinned=[node.node_id for node in nodes if node.node_id in pins] if pins else (),
+            generation=row[8],
+            created_at=row[9],
+            origin=(row[10], row[11]),
+        )
+
+    def session_stamp(self, session_id: str) -> SessionStamp | None:
+        """The session's head revision, generation and creation time: one
+        small row (a deleted session raises :class:`SessionDeleted`)."""
+        with self._transaction("BEGIN") as conn:
+            row = conn.execute(_SELECT_STAMP, (session_id,)).fetchone()
+            if row is None:
+                _refuse_deleted(conn, session_id)
+                return None
+        return SessionStamp(row[0], row[1], row[2])
 
     @staticmethod
     def _path(conn: sqlite3.Connection, session_id: str, leaf: object) -> list[Any]:
@@ -346,14 +441,18 @@ class SQLiteStore:
         rows, repairs = fold_repairs(
             [encode_node(sid, n) for n in commit.delta.appended], commit.delta
         )
-        refs = built_on(rows, repairs, commit.delta.leaf_id)
+        refs = built_on(rows, repairs, commit.delta.leaf_id, commit.delta.pinned)
         with self._transaction("BEGIN IMMEDIATE") as conn:
             # The write lock is held from here on: no claim, tombstone or
             # vacuum can come between these checks and the writes.
             now = time.time()
-            check_fence(sid, commit.fencing_token, _lease_row(conn, sid), now)
             found = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
             actual = None if found is None else found[0]
+            if found is not None and _applied_before(commit, found[0], found[3]):
+                return int(found[0])  # a retry of the commit that made this head
+            if found is None:
+                _refuse_deleted(conn, sid)
+            check_fence(sid, commit.fencing_token, _lease_row(conn, sid), now)
             if actual != commit.expected_head:
                 raise HeadRevisionConflict(sid, commit.expected_head, actual)
             if found is not None:
@@ -373,9 +472,13 @@ class SQLiteStore:
             )
             next_seq = first_seq + len(rows)
             if found is None:
-                conn.execute(_INSERT_SESSION, (sid, next_seq, len(rows), *columns))
+                conn.execute(
+                    _INSERT_SESSION, (sid, next_seq, len(rows), *columns, commit.commit_id, now)
+                )
             else:
-                conn.execute(_UPDATE_SESSION, (next_seq, len(rows), *columns, sid))
+                conn.execute(
+                    _UPDATE_SESSION, (next_seq, len(rows), *columns, commit.commit_id, sid)
+                )
             try:
                 conn.executemany(
                     _INSERT_NODE, [(sid, first_seq + i, *row) for i, row in enumerate(rows)]
@@ -388,6 +491,10 @@ class SQLiteStore:
                 raise _duplicate_node(conn, sid, [row[0] for row in rows]) from None
             if repairs:
                 conn.executemany(_REPARENT, [(p, sid, n) for n, p in repairs.items()])
+            pins = [(0, sid, n) for n in commit.delta.unpinned]
+            pins += [(1, sid, n) for n in commit.delta.pinned]
+            if pins:
+                conn.executemany(_PIN, pins)
             if commit.adopt_attachments:
                 conn.executemany(_ADOPT, [(sid, a) for a in commit.adopt_attachments])
             return actual + 1 if actual is not None else 1
@@ -410,6 +517,9 @@ class SQLiteStore:
                 return 0
             if found[0] in targets:
                 raise TombstoneRefused(session_id, found[0], LEAF_REASON)
+            pinned = _first_pinned(conn, session_id, targets)
+            if pinned is not None:
+                raise TombstoneRefused(session_id, pinned, PIN_REASON)
             orphan = _first_orphan(conn, session_id, targets)
             if orphan is not None:
                 raise TombstoneRefused(session_id, orphan[1], orphan_reason(orphan[0]))
@@ -418,7 +528,8 @@ class SQLiteStore:
                 [(session_id, node_id) for node_id in targets],
             )
             conn.execute(
-                "UPDATE lash_sessions SET live_nodes = live_nodes - ? WHERE session_id = ?",
+                "UPDATE lash_sessions SET live_nodes = live_nodes - ?, generation = generation + 1"
+                " WHERE session_id = ?",
                 (len(targets), session_id),
             )
             return len(targets)
@@ -440,15 +551,86 @@ class SQLiteStore:
             ).fetchall()
         return [SessionInfo(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def delete_session(self, session_id: str) -> bool:
-        """Remove the session, its nodes and its intents."""
+    def delete_session(self, session_id: str, now: float | None = None) -> bool:
+        """Remove the session, its nodes and its intents, keeping a marker
+        of its id."""
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            conn.execute("DELETE FROM lash_nodes WHERE session_id = ?", (session_id,))
-            conn.execute("DELETE FROM lash_attachment_intents WHERE session_id = ?", (session_id,))
-            deleted = conn.execute(
-                "DELETE FROM lash_sessions WHERE session_id = ?", (session_id,)
-            ).rowcount
-        return deleted > 0
+            return _delete(conn, session_id, time.time() if now is None else now)
+
+    def purge_deleted(self, older_than: float) -> int:
+        """Forget the markers of sessions deleted before ``older_than``."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            return int(
+                conn.execute(
+                    "DELETE FROM lash_deleted WHERE deleted_at < ?", (older_than,)
+                ).rowcount
+            )
+
+    def expire(
+        self,
+        idle_for: float,
+        *,
+        now: float | None = None,
+        dry_run: bool = False,
+        batch_size: int = 200,
+        progress: Callable[[ExpireReport], None] | None = None,
+    ) -> ExpireReport:
+        """Delete (or, for a dry run, list) the sessions idle for
+        ``idle_for`` seconds, except those whose lease is held, in write
+        transactions of at most ``batch_size`` sessions each."""
+        check_expiry(idle_for, batch_size)
+        at = time.time() if now is None else now
+        expired: list[str] = []
+        nodes = kept = 0
+        longest = 0.0
+        after: tuple[float, str] = (float("-inf"), "")
+        while True:
+            started = time.perf_counter()
+            with self._transaction("BEGIN" if dry_run else "BEGIN IMMEDIATE") as conn:
+                rows = conn.execute(_IDLE, (at - idle_for, *after, batch_size, at)).fetchall()
+                for session_id, updated_at, live, leased in rows:
+                    after = (updated_at, session_id)
+                    if leased:
+                        kept += 1
+                        continue
+                    expired.append(session_id)
+                    nodes += live
+                    if not dry_run:
+                        _delete(conn, session_id, at)
+            if not dry_run:
+                longest = max(longest, time.perf_counter() - started)
+            report = ExpireReport(tuple(expired), nodes, kept, dry_run, longest)
+            if progress is not None:
+                progress(report)
+            if len(rows) < batch_size:
+                return report
+
+    def fork_session(
+        self, session_id: str, node_id: str | None, new_session_id: str, now: float | None = None
+    ) -> int:
+        """Copy the session's path up to ``node_id`` (its stored leaf when
+        ``None``) into a new session, in one transaction; return 1."""
+        check_session_id(new_session_id)
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            source = conn.execute(_SELECT_HEAD, (session_id,)).fetchone()
+            if source is None:
+                _refuse_deleted(conn, session_id)
+                raise SessionNotFound(session_id)
+            at = node_id if node_id is not None else source[2]
+            rows = [] if at is None else self._path(conn, session_id, at)
+            if at is not None and (not rows or rows[-1][0] != at):
+                raise ParentTombstoned(session_id, at)
+            _refuse_deleted(conn, new_session_id)
+            taken = conn.execute(_SELECT_HEAD, (new_session_id,)).fetchone()
+            if taken is not None:
+                raise HeadRevisionConflict(new_session_id, None, taken[0])
+            stamp = time.time() if now is None else now
+            copied = (new_session_id, len(rows), len(rows), at, stamp, stamp, session_id, at)
+            conn.execute(_FORK_SESSION, (*copied, session_id))
+            conn.executemany(
+                _INSERT_NODE, [(new_session_id, seq, *row) for seq, row in enumerate(rows)]
+            )
+        return 1
 
     # -- attachment manifest ----------------------------------------------
 
@@ -540,6 +722,39 @@ class SQLiteStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+
+
+def _refuse_deleted(conn: sqlite3.Connection, session_id: str) -> None:
+    """Raise :class:`SessionDeleted` when the id is a deleted session's."""
+    marker = conn.execute(_SELECT_DELETED, (session_id,)).fetchone()
+    if marker is not None:
+        raise SessionDeleted(session_id, marker[0])
+
+
+def _delete(conn: sqlite3.Connection, session_id: str, now: float) -> bool:
+    conn.execute("DELETE FROM lash_nodes WHERE session_id = ?", (session_id,))
+    conn.execute("DELETE FROM lash_attachment_intents WHERE session_id = ?", (session_id,))
+    deleted = conn.execute("DELETE FROM lash_sessions WHERE session_id = ?", (session_id,))
+    if deleted.rowcount == 0:
+        return False
+    conn.execute(_MARK_DELETED, (session_id, now))
+    return True
+
+
+def _applied_before(commit: SessionCommit, head: int, last_commit_id: str | None) -> bool:
+    """Whether ``commit`` retries the commit that made the stored ``head``."""
+    return (
+        commit.commit_id is not None
+        and last_commit_id == commit.commit_id
+        and head == (commit.expected_head or 0) + 1
+    )
+
+
+def _first_pinned(conn: sqlite3.Connection, session_id: str, targets: set[str]) -> str | None:
+    """The first of ``targets`` (by id) that is pinned, if any."""
+    pinned = {r[0] for r in conn.execute(_SELECT_PINNED, (session_id,))}
+    found = sorted(pinned & targets)
+    return found[0] if found else None
 
 
 def _lease_row(conn: sqlite3.Connection, session_id: str) -> tuple[str | None, int, float] | None:

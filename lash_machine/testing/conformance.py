@@ -23,13 +23,11 @@ never silently passed.
 from __future__ import annotations
 
 import abc
-import multiprocessing
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -40,19 +38,15 @@ from ..errors import (
     HeadRevisionConflict,
     ParentTombstoned,
     SchemaVersionMismatch,
+    SessionDeleted,
     StoreError,
     TombstoneRefused,
 )
 from ..model import (
-    JSON,
     AgentFrame,
-    ModelSpec,
     NodeKind,
     PluginSnapshot,
-    SessionNode,
-    SessionPolicy,
     ToolSnapshot,
-    initial_frame_id,
 )
 from ..persisted import (
     ActivePath,
@@ -64,259 +58,14 @@ from ..persisted import (
     StoredSession,
 )
 from ..stores.base import SessionStore
+from .lifecycle_conformance import LifecycleCases
+from .races import RaceOutcome, check_race, prepare_race, race_contender, run_threads
+from .records import POLICY, chain, ids, make_commit, make_node
 
-if TYPE_CHECKING:
-    from .lease_conformance import LeaseConformance
-
-__all__ = [
-    "POLICY",
-    "LeaseConformance",
-    "RACE_SESSION",
-    "RaceOutcome",
-    "StoreConformance",
-    "chain",
-    "check_race",
-    "make_commit",
-    "make_node",
-    "prepare_race",
-    "race_contender",
-    "race_in_processes",
-    "run_threads",
-]
-
-#: The policy the suite's commits carry.
-POLICY = SessionPolicy(model=ModelSpec(id="test-model", context_window=8192), provider_id="test")
+__all__ = ["StoreConformance"]
 
 
-def make_node(
-    node_id: str,
-    parent_id: str | None = None,
-    body: JSON = None,
-    *,
-    kind: NodeKind = NodeKind.MESSAGE,
-    frame_id: str | None = None,
-    created_at: float = 1.0,
-) -> SessionNode:
-    """A node for tests; the body defaults to ``{"text": node_id}``."""
-    return SessionNode(
-        node_id=node_id,
-        parent_id=parent_id,
-        kind=kind,
-        body={"text": node_id} if body is None else body,
-        frame_id=frame_id,
-        created_at=created_at,
-    )
-
-
-def make_commit(
-    session_id: str,
-    expected_head: int | None,
-    appended: Sequence[SessionNode] = (),
-    *,
-    leaf_id: str | None = None,
-    reparented: Sequence[Reparent] = (),
-    adopt: Sequence[str] = (),
-    policy: SessionPolicy = POLICY,
-    host_checkpoint: JSON = None,
-    fencing_token: int | None = None,
-) -> SessionCommit:
-    """A commit for tests; the leaf defaults to the last appended node."""
-    if leaf_id is None and appended:
-        leaf_id = appended[-1].node_id
-    frame = AgentFrame(initial_frame_id(session_id), None, "initial", policy, 0.0)
-    return SessionCommit(
-        session_id=session_id,
-        expected_head=expected_head,
-        policy=policy,
-        frames=(frame,),
-        current_frame_id=frame.frame_id,
-        delta=GraphDelta(leaf_id=leaf_id, appended=tuple(appended), reparented=tuple(reparented)),
-        host_checkpoint=host_checkpoint,
-        adopt_attachments=tuple(adopt),
-        fencing_token=fencing_token,
-    )
-
-
-def chain(prefix: str, length: int, parent: str | None = None) -> list[SessionNode]:
-    """``length`` nodes, each the child of the one before."""
-    nodes = []
-    for i in range(length):
-        node = make_node(f"{prefix}{i}", parent)
-        nodes.append(node)
-        parent = node.node_id
-    return nodes
-
-
-def ids(session: StoredSession | None) -> list[str]:
-    """The node ids of a read, in the order the store returned them."""
-    assert session is not None
-    return [n.node_id for n in session.nodes]
-
-
-def run_threads(count: int, work: Callable[[int], object]) -> list[object]:
-    """Run ``work(i)`` on ``count`` threads released together; return each
-    result or the exception it raised."""
-    barrier = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def target(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except Exception as exc:  # the test inspects it
-            results[i] = exc
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
-#: One contender's outcome in a commit race: (round, contender, head it
-#: committed against, result). The result is the revision it won, the
-#: ``(expected, actual)`` of the conflict it got, or the ``repr`` of any other
-#: error. Plain data, so it crosses a process boundary.
-RaceOutcome = tuple[int, int, int, "int | tuple[int | None, int | None] | str"]
-
-#: The session the race helpers commit to.
-RACE_SESSION = "race"
-
-
-def prepare_race(store: SessionStore, contenders: int, rounds: int) -> None:
-    """Create the race session (a root and a ``marker`` node) and record an
-    attachment intent for every contender of every round."""
-    store.commit(make_commit(RACE_SESSION, None, [make_node("marker"), make_node("root")]))
-    for round_no in range(rounds):
-        for contender in range(contenders):
-            name = _contender(round_no, contender)
-            store.record_intent(AttachmentIntent(RACE_SESSION, name, f"mem://{name}", 1.0))
-
-
-def _contender(round_no: int, contender: int) -> str:
-    return f"r{round_no}c{contender}"
-
-
-def _contender_commit(
-    head: int, leaf_id: str | None, round_no: int, contender: int
-) -> SessionCommit:
-    # Everything a commit can change, so a half-applied loser would show:
-    # three nodes, a repair of the shared marker, an adoption, a checkpoint.
-    name = _contender(round_no, contender)
-    nodes = chain(f"{name}-", 3, leaf_id)
-    return make_commit(
-        RACE_SESSION,
-        head,
-        nodes,
-        reparented=[Reparent("marker", nodes[0].node_id)],
-        adopt=[name],
-        host_checkpoint={"winner": name},
-    )
-
-
-def race_contender(
-    open_store: Callable[[], SessionStore],
-    contender: int,
-    rounds: int,
-    barrier: Any,
-    report: Callable[[RaceOutcome], object],
-    *,
-    close: bool = True,
-) -> None:
-    """One contender of a commit race, for a thread or a child process.
-
-    Each round: wait for every contender, read the head, wait again (so all
-    read the same head), then commit against it and ``report`` the outcome.
-    ``barrier`` is a ``threading.Barrier`` or a ``multiprocessing`` one;
-    ``open_store`` must be picklable for a child process (for example
-    ``functools.partial(SQLiteStore, path)``).
-    """
-    store = open_store()
-    try:
-        for round_no in range(rounds):
-            barrier.wait(timeout=60)
-            loaded = store.load_graph(RACE_SESSION, ActivePath())
-            assert loaded is not None
-            barrier.wait(timeout=60)
-            commit = _contender_commit(loaded.head_revision, loaded.leaf_id, round_no, contender)
-            outcome: int | tuple[int | None, int | None] | str
-            try:
-                outcome = store.commit(commit)
-            except HeadRevisionConflict as exc:
-                outcome = (exc.expected, exc.actual)
-            except StoreError as exc:
-                outcome = repr(exc)
-            report((round_no, contender, loaded.head_revision, outcome))
-    finally:
-        if close:
-            store.close()
-
-
-def check_race(
-    store: SessionStore, outcomes: Sequence[RaceOutcome], contenders: int, rounds: int
-) -> None:
-    """Assert a finished race went right: one winner per revision, every
-    loser told so, and nothing of any loser's commit applied."""
-    assert len(outcomes) == contenders * rounds, outcomes
-    winners: list[str] = []
-    for round_no in range(rounds):
-        this_round = [o for o in outcomes if o[0] == round_no]
-        heads = {o[2] for o in this_round}
-        assert heads == {round_no + 1}, this_round
-        won = [o for o in this_round if isinstance(o[3], int)]
-        assert [o[3] for o in won] == [round_no + 2], this_round
-        for _, contender, head, outcome in this_round:
-            name = _contender(round_no, contender)
-            if not isinstance(outcome, int):
-                assert outcome == (head, head + 1), this_round
-                assert all(store.load_node(RACE_SESSION, f"{name}-{i}") is None for i in range(3))
-            else:
-                winners.append(name)
-    loaded = store.load_graph(RACE_SESSION, FullGraph())
-    assert loaded is not None
-    assert loaded.head_revision == rounds + 1
-    assert ids(loaded) == ["marker", "root", *(f"{w}-{i}" for w in winners for i in range(3))]
-    assert ids(store.load_graph(RACE_SESSION, ActivePath())) == [
-        "root",
-        *(f"{w}-{i}" for w in winners for i in range(3)),
-    ]
-    assert loaded.host_checkpoint == {"winner": winners[-1]}
-    assert loaded.nodes[0].parent_id == f"{winners[-1]}-0"
-    unadopted = {i.attachment_id for i in store.list_uncommitted(2.0)}
-    everyone = {_contender(r, c) for r in range(rounds) for c in range(contenders)}
-    assert unadopted == everyone - set(winners)
-
-
-def race_in_processes(
-    opener: Callable[[], SessionStore], contenders: int, rounds: int
-) -> list[RaceOutcome]:
-    """Run :func:`race_contender` in ``contenders`` processes started with
-    ``spawn`` (each opens its own store through the picklable ``opener``)
-    and collect every outcome for :func:`check_race`."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(contenders)
-    results = ctx.Queue()
-    processes = [
-        ctx.Process(target=race_contender, args=(opener, i, rounds, barrier, results.put))
-        for i in range(contenders)
-    ]
-    for process in processes:
-        process.start()
-    outcomes: list[RaceOutcome] = []
-    try:
-        for _ in range(contenders * rounds):
-            outcomes.append(results.get(timeout=60))
-    except queue.Empty:
-        pytest.fail(f"the race stalled after {len(outcomes)} outcomes: {outcomes}")
-    finally:
-        for process in processes:
-            process.join(timeout=60)
-    assert [p.exitcode for p in processes] == [0] * contenders
-    return outcomes
-
-
-class StoreConformance(abc.ABC):
+class StoreConformance(LifecycleCases, abc.ABC):
     """The contract of :class:`~lash_machine.stores.base.SessionStore` as
     tests. Subclass it and implement :meth:`make_store`."""
 
@@ -395,8 +144,12 @@ class StoreConformance(abc.ABC):
             plugin_snapshot=PluginSnapshot(2, {"p": {"x": 1}}),
             host_checkpoint={"cursor": 7, "nested": [{"a": None}]},
         )
+        before = time.time()
         assert store.commit(commit) == 1
         loaded = store.load_graph("s", FullGraph())
+        assert loaded is not None
+        assert before - 1 <= loaded.created_at <= time.time() + 1
+        assert loaded.stamp == store.session_stamp("s")
         assert loaded == StoredSession(
             session_id="s",
             head_revision=1,
@@ -408,6 +161,7 @@ class StoreConformance(abc.ABC):
             tool_snapshot=ToolSnapshot(3, {"tools": ["a", "b"]}),
             plugin_snapshot=PluginSnapshot(2, {"p": {"x": 1}}),
             host_checkpoint={"cursor": 7, "nested": [{"a": None}]},
+            created_at=loaded.created_at,
         )
         assert store.load_node("s", "a") == nodes[1]
 
@@ -916,16 +670,27 @@ class StoreConformance(abc.ABC):
         store.record_intent(AttachmentIntent("s", "att", "file:///a", 1.0))
         store.record_intent(AttachmentIntent("t", "att", "file:///b", 1.0))
         assert store.tombstone_nodes("s", ["n2"]) == 1
-        assert store.delete_session("s") is True
+        assert store.delete_session("s", now=1000.0) is True
         assert store.delete_session("s") is False
-        assert store.load_graph("s", FullGraph()) is None
+        for scope in (FullGraph(), ActivePath()):
+            with pytest.raises(SessionDeleted) as deleted:
+                store.load_graph("s", scope)
+            assert (deleted.value.session_id, deleted.value.deleted_at) == ("s", 1000.0)
+        with pytest.raises(SessionDeleted):
+            store.session_stamp("s")
         assert store.load_node("s", "n1") is None
         assert [i.session_id for i in store.list_sessions()] == ["t"]
         assert [i.session_id for i in store.list_uncommitted(10.0)] == ["t"]
         assert store.vacuum().nodes_removed == 0
-        # The id is free again, from revision 1.
-        assert store.commit(make_commit("s", None, [make_node("n0")])) == 1
         assert ids(store.load_graph("t", FullGraph())) == ["n0", "n1"]
+        # The id stays taken until its marker is purged: then it is free,
+        # from revision 1.
+        with pytest.raises(SessionDeleted):
+            store.commit(make_commit("s", None, [make_node("n0")]))
+        assert store.purge_deleted(older_than=1000.0) == 0
+        assert store.purge_deleted(older_than=1000.5) == 1
+        assert store.load_graph("s", FullGraph()) is None
+        assert store.commit(make_commit("s", None, [make_node("n0")])) == 1
 
     # -- attachment manifest -------------------------------------------------
 
@@ -1109,14 +874,3 @@ class StoreConformance(abc.ABC):
         with pytest.raises(SchemaVersionMismatch) as caught:
             self.make_store(tmp_path).close()
         assert caught.value.found == 999
-
-
-def __getattr__(name: str) -> Any:
-    # The lease suite lives in its own module (it imports the helpers
-    # above); it is offered here beside the store suite, loaded on first use
-    # so that importing either module first works.
-    if name == "LeaseConformance":
-        from .lease_conformance import LeaseConformance
-
-        return LeaseConformance
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

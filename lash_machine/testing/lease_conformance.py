@@ -31,7 +31,8 @@ from ..errors import HeadRevisionConflict, LeaseHeld, LeaseLost, StoreError
 from ..persisted import ActivePath, AttachmentIntent, FullGraph, SessionCommit
 from ..stores.base import SessionStore
 from ..stores.leases import Lease, LeaseStore
-from .conformance import chain, ids, make_commit, make_node, run_threads
+from .races import run_threads
+from .records import chain, ids, make_commit, make_node
 
 __all__ = ["LeaseConformance", "takeover_round"]
 
@@ -131,6 +132,8 @@ class LeaseConformance(abc.ABC):
         lease = store.claim_lease("s", "w1", TTL)
         store.commit(make_commit("s", None, [make_node("a")], fencing_token=lease.token))
         assert store.delete_session("s") is True
+        # The id is used again once its deletion marker is purged.
+        assert store.purge_deleted(float("inf")) == 1
         again = store.claim_lease("s", "w1", TTL)
         assert again.token > lease.token
         # The old token stays stale for the new incarnation of the session.

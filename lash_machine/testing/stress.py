@@ -49,7 +49,7 @@ from ..persisted import (
 )
 from ..stores.base import SessionStore
 from ..stores.leases import LeaseStore
-from .conformance import make_commit, make_node
+from .records import make_commit, make_node
 
 __all__ = [
     "CrashPlan",
