@@ -23,6 +23,7 @@ from lash_machine import (
     LeaseHeld,
     Phase,
     Residency,
+    SessionDeleted,
     SessionNotFound,
     StoreError,
 )
@@ -49,13 +50,20 @@ def test_a_handle_whose_session_was_deleted_raises_and_creates_nothing(
         await session.append({"n": 1})
         parked = await session.park()
         assert store.delete_session(parked.session_id)
-        with pytest.raises(SessionNotFound):
+        with pytest.raises(SessionDeleted):
             await one.resume(parked)
-        with pytest.raises(SessionNotFound):
+        with pytest.raises(SessionDeleted):
             await session.resume()
         assert session.phase is Phase.PARKED  # still the handle: nothing was made of it
-        assert store.load_graph(parked.session_id, FullGraph()) is None
+        with pytest.raises(SessionDeleted):
+            store.load_graph(parked.session_id, FullGraph())
         assert [i.session_id for i in store.list_sessions()] == []
+        # Once the marker is purged, the handle finds no session: still
+        # nothing is made of it.
+        store.purge_deleted(float("inf"))
+        with pytest.raises(SessionNotFound):
+            await one.resume(parked)
+        assert store.load_graph(parked.session_id, FullGraph()) is None
 
     run_scenario(driver, scenario, store)
 

@@ -213,7 +213,9 @@ class SessionLoop:
             effects = self.step(
                 ev.EffectFailed(request.request_id, ErrorCode.PROTOCOL_ERROR, str(refused))
             )
-        self._error = error or self._error
+        # The last outcome's error: the machine may have recovered from an
+        # earlier one (a commit it sent again).
+        self._error = error
         self._queue.extend(effects)
         return self._next()
 
@@ -234,6 +236,8 @@ class SessionLoop:
         process saw it); a hook's error is raised after the machine
         finished the call."""
         reply, error = self._reply, self._error
+        if reply is not None and not isinstance(reply, fx.ReplyFailed):
+            error = None  # the call succeeded, whatever went wrong on the way
         if isinstance(reply, fx.ReplyFailed) and (error is None or code_of(error) != reply.error):
             error = error_from_failure(
                 reply.error, reply.message, reply.detail, operation=reply.operation
