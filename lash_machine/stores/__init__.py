@@ -31,6 +31,7 @@ __all__ = [
     "PostgresStore",
     "SQLiteStore",
     "SessionStore",
+    "migrations",
 ]
 
 
