@@ -63,8 +63,9 @@ class StoredSession:
     are one chain, that is root first). ``leaf_id`` is the stored leaf,
     whatever the scope. ``pinned`` are the pinned ones among ``nodes``.
     ``generation`` counts the changes to the stored graph that move no
-    head revision (tombstones); with ``head_revision`` and ``created_at``
-    it tells a reader whether a copy it holds is still what is stored
+    head revision (tombstones); with ``head_revision`` and ``created_by``
+    (the id of the commit that created the session, or a fresh one for a
+    copy) it tells a reader whether a copy it holds is still what is stored
     (:class:`SessionStamp`). ``origin`` is set for a session made by
     copying another.
     """
@@ -82,24 +83,25 @@ class StoredSession:
     pinned: tuple[str, ...] = ()
     generation: int = 0
     created_at: float = 0.0
+    created_by: str | None = None
     origin: Origin | None = None
 
     @property
     def stamp(self) -> SessionStamp:
         """What identifies this stored state of the session."""
-        return SessionStamp(self.head_revision, self.generation, self.created_at)
+        return SessionStamp(self.head_revision, self.generation, self.created_by)
 
 
 @attrs.frozen
 class SessionStamp:
     """The small row that says which state of a session is stored: its head
-    revision, its generation (see :class:`StoredSession`) and when it was
-    created (so a session deleted and made again under the same id is told
-    apart)."""
+    revision, its generation (see :class:`StoredSession`) and the id of the
+    commit that created it (so a session deleted and made again under the
+    same id is told apart)."""
 
     head_revision: int
     generation: int
-    created_at: float
+    created_by: str | None
 
 
 @attrs.frozen

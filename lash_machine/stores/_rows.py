@@ -322,6 +322,7 @@ def decode_session(
     pinned: Iterable[str] = (),
     generation: object = 0,
     created_at: object = 0.0,
+    created_by: object = None,
     origin: tuple[object, object] | None = None,
 ) -> StoredSession:
     """A stored session from its encoded columns, in :class:`SessionRow`
@@ -333,6 +334,8 @@ def decode_session(
         raise CorruptRow(session_id, None, f"generation is {generation!r}")
     if isinstance(created_at, bool) or not isinstance(created_at, int | float):
         raise CorruptRow(session_id, None, f"created_at is {created_at!r}")
+    if created_by is not None and not isinstance(created_by, str):
+        raise CorruptRow(session_id, None, f"created_by is {type(created_by).__name__}")
     came_from = None
     if origin is not None and origin[0] is not None:
         if not isinstance(origin[0], str) or not isinstance(origin[1], str | None):
@@ -381,6 +384,7 @@ def decode_session(
         pinned=tuple(pinned),
         generation=generation,
         created_at=float(created_at),
+        created_by=created_by,
         origin=came_from,
     )
 

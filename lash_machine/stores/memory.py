@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -72,6 +73,7 @@ class _Session:
     row: SessionRow
     updated_at: float
     created_at: float
+    created_by: str | None
     # Insertion order is the dict's order; vacuum deletes keep it.
     nodes: dict[str, _Node] = attrs.Factory(dict)
     live_nodes: int = 0
@@ -128,6 +130,7 @@ class MemoryStore:
             pinned = [r[0] for r in rows if session.nodes[r[0]].pinned]
             head, row = session.head_revision, session.row
             generation, created_at, origin = session.generation, session.created_at, session.origin
+            created_by = session.created_by
         nodes = tuple(decode_node(session_id, r) for r in rows)
         return decode_session(
             session_id,
@@ -137,6 +140,7 @@ class MemoryStore:
             pinned=pinned,
             generation=generation,
             created_at=created_at,
+            created_by=created_by,
             origin=None if origin is None else (origin.session_id, origin.node_id),
         )
 
@@ -154,7 +158,7 @@ class MemoryStore:
             session = self._found(session_id)
             if session is None:
                 return None
-            return SessionStamp(session.head_revision, session.generation, session.created_at)
+            return SessionStamp(session.head_revision, session.generation, session.created_by)
 
     @staticmethod
     def _path(session: _Session, leaf_id: str) -> list[NodeRow]:
@@ -217,7 +221,13 @@ class MemoryStore:
                 seen.add(row[0])
             now = time.time()
             if session is None:
-                session = _Session(head_revision=1, row=session_row, updated_at=now, created_at=now)
+                session = _Session(
+                    head_revision=1,
+                    row=session_row,
+                    updated_at=now,
+                    created_at=now,
+                    created_by=commit.commit_id,
+                )
                 self._sessions[commit.session_id] = session
             else:
                 session.head_revision += 1
@@ -397,6 +407,7 @@ class MemoryStore:
                 row=attrs.evolve(source.row, leaf_id=at),
                 updated_at=stamp,
                 created_at=stamp,
+                created_by=uuid.uuid4().hex,
                 origin=Origin(session_id, at),
             )
             copy.nodes = {row[0]: _Node(row) for row in rows}

@@ -16,7 +16,8 @@ which names the command.
 Version 2 to 3 (every change adds; no row is rewritten but the new
 ``created_at``, set to the session's last update, the best time known):
 
-* ``lash_sessions`` gains ``created_at``, ``generation`` (bumped by each
+* ``lash_sessions`` gains ``created_at``, ``created_by`` (the creating
+  commit's id; unknown, so empty, for older rows), ``generation`` (bumped by each
   tombstone), ``last_commit_id`` (retried commits), ``path_hint`` (where
   the active path's rows lie) and ``origin_session``/``origin_node``
   (copies), and an index for expiry by last update;
@@ -35,6 +36,7 @@ SQLITE: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE lash_sessions ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
         "UPDATE lash_sessions SET created_at = updated_at",
+        "ALTER TABLE lash_sessions ADD COLUMN created_by TEXT",
         "ALTER TABLE lash_sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE lash_sessions ADD COLUMN last_commit_id TEXT",
         "ALTER TABLE lash_sessions ADD COLUMN path_hint TEXT",
@@ -57,6 +59,7 @@ POSTGRES: dict[int, tuple[str, ...]] = {
         "ALTER TABLE lash_sessions ADD COLUMN created_at double precision NOT NULL DEFAULT 0",
         "UPDATE lash_sessions SET created_at = updated_at",
         "ALTER TABLE lash_sessions ALTER COLUMN created_at DROP DEFAULT",
+        "ALTER TABLE lash_sessions ADD COLUMN created_by text",
         "ALTER TABLE lash_sessions ADD COLUMN generation bigint NOT NULL DEFAULT 0",
         "ALTER TABLE lash_sessions ADD COLUMN last_commit_id text",
         "ALTER TABLE lash_sessions ADD COLUMN path_hint text",

@@ -34,6 +34,7 @@ import contextlib
 import math
 import select
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -111,6 +112,7 @@ _SCHEMA = (
         host_checkpoint text NOT NULL,
         updated_at double precision NOT NULL,
         created_at double precision NOT NULL,
+        created_by text,
         generation bigint NOT NULL DEFAULT 0,
         last_commit_id text,
         path_hint text,
@@ -171,7 +173,7 @@ _SESSION_COLUMNS = (
 )
 
 _SELECT_SESSION = (
-    f"SELECT {_SESSION_COLUMNS}, generation, created_at, origin_session, origin_node"
+    f"SELECT {_SESSION_COLUMNS}, generation, created_at, created_by, origin_session, origin_node"
     " FROM lash_sessions WHERE session_id = %s"
 )
 _SELECT_PINNED = (
@@ -179,7 +181,7 @@ _SELECT_PINNED = (
 )
 _SELECT_DELETED = "SELECT deleted_at FROM lash_deleted WHERE session_id = %s"
 _SELECT_STAMP = """
-SELECT s.head_revision, s.generation, s.created_at,
+SELECT s.head_revision, s.generation, s.created_by,
        (SELECT deleted_at FROM lash_deleted WHERE session_id = %(sid)s)
   FROM (SELECT 1) AS one LEFT JOIN lash_sessions AS s ON s.session_id = %(sid)s
 """
@@ -294,9 +296,9 @@ dead AS MATERIALIZED (
 _CAS_CREATE = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
-    created_at, last_commit_id)
+    created_at, last_commit_id, created_by)
 SELECT %(sid)s, 1, %(count)s, %(count)s, %(leaf)s, %(policy)s, %(frames)s, %(frame)s,
-    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s, %(now)s, %(commit_id)s
+    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s, %(now)s, %(commit_id)s, %(commit_id)s
   FROM fence WHERE fence.ok
    AND NOT EXISTS (SELECT 1 FROM lash_deleted WHERE session_id = %(sid)s)
 ON CONFLICT (session_id) DO NOTHING
@@ -460,9 +462,10 @@ _IDLE_LOCKED = _IDLE_PAGE.rstrip() + " FOR UPDATE OF s SKIP LOCKED\n"
 _FORK_SESSION = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
-    created_at, origin_session, origin_node)
+    created_at, created_by, origin_session, origin_node)
 SELECT %(new)s, 1, %(count)s, %(count)s, %(leaf)s, policy, frames, current_frame_id,
-    tool_snapshot, plugin_snapshot, host_checkpoint, %(now)s, %(now)s, %(source)s, %(leaf)s
+    tool_snapshot, plugin_snapshot, host_checkpoint, %(now)s, %(now)s, %(made_by)s, %(source)s,
+    %(leaf)s
   FROM lash_sessions WHERE session_id = %(source)s
 ON CONFLICT (session_id) DO NOTHING
 RETURNING 1
@@ -743,7 +746,8 @@ class PostgresStore:
             pinned=[node.node_id for node in nodes if node.node_id in pins] if pins else (),
             generation=row[8],
             created_at=row[9],
-            origin=(row[10], row[11]),
+            created_by=row[10],
+            origin=(row[11], row[12]),
         )
 
     def session_stamp(self, session_id: str) -> SessionStamp | None:
@@ -755,12 +759,12 @@ class PostgresStore:
         with self._connection() as conn:
             found = conn.execute(_SELECT_STAMP, {"sid": session_id}).fetchone()
         assert found is not None, "the stamp query always answers one row"
-        head, generation, created_at, deleted_at = found
+        head, generation, created_by, deleted_at = found
         if head is None:
             if deleted_at is not None:
                 raise SessionDeleted(session_id, deleted_at)
             return None
-        return SessionStamp(int(head), int(generation), float(created_at))
+        return SessionStamp(int(head), int(generation), created_by)
 
     def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
         """One live node of the session, or ``None``."""
@@ -1003,6 +1007,7 @@ class PostgresStore:
                     "count": len(rows),
                     "leaf": at,
                     "now": stamp,
+                    "made_by": uuid.uuid4().hex,
                 },
             ).fetchone()
             if made is None:

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -76,6 +77,7 @@ _SCHEMA = (
         host_checkpoint TEXT NOT NULL,
         updated_at REAL NOT NULL,
         created_at REAL NOT NULL,
+        created_by TEXT,
         generation INTEGER NOT NULL DEFAULT 0,
         last_commit_id TEXT,
         path_hint TEXT,
@@ -136,7 +138,7 @@ _SESSION_COLUMNS = (
 )
 
 _SELECT_SESSION = (
-    f"SELECT {_SESSION_COLUMNS}, generation, created_at, origin_session, origin_node"
+    f"SELECT {_SESSION_COLUMNS}, generation, created_at, created_by, origin_session, origin_node"
     " FROM lash_sessions WHERE session_id = ?"
 )
 _SELECT_PINNED = (
@@ -144,7 +146,7 @@ _SELECT_PINNED = (
 )
 _SELECT_DELETED = "SELECT deleted_at FROM lash_deleted WHERE session_id = ?"
 _SELECT_STAMP = (
-    "SELECT head_revision, generation, created_at FROM lash_sessions WHERE session_id = ?"
+    "SELECT head_revision, generation, created_by FROM lash_sessions WHERE session_id = ?"
 )
 _SELECT_FULL = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes WHERE session_id = ? AND tombstoned = 0 ORDER BY seq"
@@ -176,8 +178,8 @@ _CHUNK = 500
 _INSERT_SESSION = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
-    last_commit_id, created_at)
-VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    last_commit_id, created_at, created_by)
+VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _UPDATE_SESSION = """
 UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = ?,
@@ -201,9 +203,9 @@ SELECT s.session_id, s.updated_at, s.live_nodes, EXISTS (
 _FORK_SESSION = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
-    created_at, origin_session, origin_node)
+    created_at, created_by, origin_session, origin_node)
 SELECT ?, 1, ?, ?, ?, policy, frames, current_frame_id, tool_snapshot, plugin_snapshot,
-    host_checkpoint, ?, ?, ?, ?
+    host_checkpoint, ?, ?, ?, ?, ?
   FROM lash_sessions WHERE session_id = ?
 """
 _PIN = "UPDATE lash_nodes SET pinned = ? WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
@@ -405,7 +407,8 @@ class SQLiteStore:
             pinned=[node.node_id for node in nodes if node.node_id in pins] if pins else (),
             generation=row[8],
             created_at=row[9],
-            origin=(row[10], row[11]),
+            created_by=row[10],
+            origin=(row[11], row[12]),
         )
 
     def session_stamp(self, session_id: str) -> SessionStamp | None:
@@ -473,7 +476,8 @@ class SQLiteStore:
             next_seq = first_seq + len(rows)
             if found is None:
                 conn.execute(
-                    _INSERT_SESSION, (sid, next_seq, len(rows), *columns, commit.commit_id, now)
+                    _INSERT_SESSION,
+                    (sid, next_seq, len(rows), *columns, commit.commit_id, now, commit.commit_id),
                 )
             else:
                 conn.execute(
@@ -625,7 +629,18 @@ class SQLiteStore:
             if taken is not None:
                 raise HeadRevisionConflict(new_session_id, None, taken[0])
             stamp = time.time() if now is None else now
-            copied = (new_session_id, len(rows), len(rows), at, stamp, stamp, session_id, at)
+            made_by = uuid.uuid4().hex
+            copied = (
+                new_session_id,
+                len(rows),
+                len(rows),
+                at,
+                stamp,
+                stamp,
+                made_by,
+                session_id,
+                at,
+            )
             conn.execute(_FORK_SESSION, (*copied, session_id))
             conn.executemany(
                 _INSERT_NODE, [(new_session_id, seq, *row) for seq, row in enumerate(rows)]

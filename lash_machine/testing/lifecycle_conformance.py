@@ -112,7 +112,7 @@ class LifecycleCases:
         store.commit(make_commit("s", 1, [make_node("a", "r")]))
         second = store.session_stamp("s")
         assert second is not None and second.head_revision == 2
-        assert second.generation == 0 and second.created_at == first.created_at
+        assert second.generation == 0 and second.created_by == first.created_by
         assert store.tombstone_nodes("s", ["x"]) == 1
         third = store.session_stamp("s")
         assert third is not None and (third.head_revision, third.generation) == (2, 1)
@@ -123,15 +123,19 @@ class LifecycleCases:
             assert loaded is not None and loaded.stamp == third
 
     def test_a_session_made_again_under_an_id_has_another_stamp(self, store: SessionStore) -> None:
-        store.commit(make_commit("s", None, [make_node("a")]))
+        store.commit(_with_id(make_commit("s", None, [make_node("a")]), "w1:1"))
         before = store.session_stamp("s")
+        assert before is not None and before.created_by == "w1:1"
         store.delete_session("s")
         store.purge_deleted(float("inf"))
-        time.sleep(0.01)
-        store.commit(make_commit("s", None, [make_node("a")]))
+        store.commit(_with_id(make_commit("s", None, [make_node("a")]), "w2:1"))
         after = store.session_stamp("s")
-        assert before is not None and after is not None
-        assert after.head_revision == before.head_revision and after != before
+        assert after is not None and after.head_revision == before.head_revision
+        assert after != before and after.created_by == "w2:1"
+        # A copy gets an origin of its own.
+        store.fork_session("s", None, "t")
+        copied = store.session_stamp("t")
+        assert copied is not None and copied.created_by not in (None, "w2:1")
 
     # -- pins ----------------------------------------------------------------------
 
