@@ -25,20 +25,24 @@ from .model import (
     ToolSnapshot,
 )
 from .persisted import AttachmentIntent, ReadScope, SessionCommit
+from .state import SessionState
 
 __all__ = [
     "Commit",
     "CommitConflict",
     "Effect",
     "EmitLifecycle",
+    "ForkSession",
     "HostEffect",
     "LifecycleEvent",
     "LoadGraph",
     "LoadNode",
+    "ReadStamp",
     "RecordAttachmentIntent",
     "ReplyAttachment",
     "ReplyClosed",
     "ReplyFailed",
+    "ReplyForked",
     "ReplyNode",
     "ReplyOrphans",
     "Reply",
@@ -110,11 +114,32 @@ class RecordAttachmentIntent:
     intent: AttachmentIntent
 
 
+@attrs.frozen
+class ReadStamp:
+    """Read the session's stamp (one small row); answer with ``StampRead``."""
+
+    request_id: int
+    session_id: str
+
+
+@attrs.frozen
+class ForkSession:
+    """Copy the session's stored path up to ``node_id`` into the new session
+    ``new_session_id`` (see ``SessionStore.fork_session``); answer with
+    ``Forked``."""
+
+    request_id: int
+    session_id: str
+    node_id: str | None
+    new_session_id: str
+    now: float
+
+
 #: Store requests that only read.
-StoreRead: TypeAlias = LoadGraph | LoadNode
+StoreRead: TypeAlias = LoadGraph | LoadNode | ReadStamp
 #: Store requests that change the store. Once started they may be applied
 #: even if the caller gives up waiting, so drivers wait for their outcome.
-StoreWrite: TypeAlias = Commit | TombstoneNodes | RecordAttachmentIntent
+StoreWrite: TypeAlias = Commit | TombstoneNodes | RecordAttachmentIntent | ForkSession
 #: Every effect a store carries out.
 StoreRequest: TypeAlias = StoreRead | StoreWrite
 
@@ -245,7 +270,17 @@ class ReplySaved:
 
 @attrs.frozen
 class ReplyParked:
-    """Park finished; keep the handle to resume later."""
+    """Park finished; keep the handle to resume later. ``session`` is the
+    session as it left memory (committed), for a caller that keeps it to
+    resume without a full read (see ``Resume.warm``)."""
+
+    parked: ParkedSession
+    session: SessionState | None = None
+
+
+@attrs.frozen
+class ReplyForked:
+    """Fork finished: the handle of the new session (parked, head 1)."""
 
     parked: ParkedSession
 
@@ -315,6 +350,7 @@ Reply: TypeAlias = (
     ReplyReady
     | ReplySaved
     | ReplyParked
+    | ReplyForked
     | ReplyNode
     | ReplyOrphans
     | ReplyTombstoned

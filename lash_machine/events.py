@@ -14,8 +14,8 @@ import attrs
 
 from .errors import ErrorCode
 from .model import JSON, ParkedSession, Residency, SessionNode, SessionPolicy
-from .persisted import StoredSession
-from .state import SessionState
+from .persisted import SessionStamp, StoredSession
+from .state import SessionState, WarmSession
 
 __all__ = [
     "Append",
@@ -27,6 +27,8 @@ __all__ = [
     "Committed",
     "EffectFailed",
     "Event",
+    "Fork",
+    "Forked",
     "GraphLoaded",
     "IntentRecorded",
     "ListOrphans",
@@ -34,6 +36,7 @@ __all__ = [
     "LoadNodeResult",
     "Open",
     "Park",
+    "Pin",
     "RecordAttachment",
     "RecordPluginState",
     "Restore",
@@ -41,9 +44,11 @@ __all__ = [
     "Resume",
     "Save",
     "SetCheckpoint",
+    "StampRead",
     "Tombstone",
     "TombstoneOrphans",
     "Tombstoned",
+    "Unpin",
 ]
 
 # ---- commands ---------------------------------------------------------------
@@ -92,12 +97,18 @@ class Resume:
     """Load a parked session again. ``residency`` overrides the handle's;
     ``writer`` as for :class:`Open`. A handle that was committed (its head
     revision is not ``None``) must find its session in the store:
-    otherwise the resume fails with ``session_not_found``."""
+    otherwise the resume fails with ``session_not_found``.
+
+    ``warm``: the session as it left memory, when the caller kept it. The
+    store is then asked only for its stamp; when that still matches (no
+    commit, tombstone or delete since), the kept session is resumed
+    without reading its nodes, else it is read as usual."""
 
     parked: ParkedSession
     now: float
     residency: Residency | None = None
     writer: str = ""
+    warm: WarmSession | None = None
 
 
 @attrs.frozen
@@ -157,6 +168,32 @@ class Tombstone:
     Nodes on the active path and uncommitted nodes are refused."""
 
     node_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class Pin:
+    """Keep ``node_id`` and its ancestors from prune and ``TombstoneOrphans``
+    (written by the next commit)."""
+
+    node_id: str
+
+
+@attrs.frozen
+class Unpin:
+    """Take a pin back (written by the next commit)."""
+
+    node_id: str
+
+
+@attrs.frozen
+class Fork:
+    """Copy the stored path up to ``node_id`` (the leaf when ``None``) into
+    a new session ``new_session_id``, in one store transaction; the node
+    must be committed. Answered with the new session's handle."""
+
+    new_session_id: str
+    now: float
+    node_id: str | None = None
 
 
 @attrs.frozen
@@ -252,6 +289,22 @@ class IntentRecorded:
 
 
 @attrs.frozen
+class StampRead:
+    """A ``ReadStamp`` effect's result (``None``: no such session)."""
+
+    request_id: int
+    stamp: SessionStamp | None
+
+
+@attrs.frozen
+class Forked:
+    """A ``ForkSession`` effect made the copy at ``head_revision``."""
+
+    request_id: int
+    head_revision: int
+
+
+@attrs.frozen
 class EffectFailed:
     """Any IO effect failed. ``error`` is its code (store error, corrupt
     row, cancelled, ...), ``message`` says what happened and ``detail``
@@ -277,6 +330,9 @@ Command: TypeAlias = (
     | ListOrphans
     | Tombstone
     | TombstoneOrphans
+    | Pin
+    | Unpin
+    | Fork
     | ApplyToolState
     | RecordPluginState
     | SetCheckpoint
@@ -290,6 +346,8 @@ Result: TypeAlias = (
     | CommitConflicted
     | Tombstoned
     | IntentRecorded
+    | StampRead
+    | Forked
     | EffectFailed
 )
 Event: TypeAlias = Command | Result

@@ -179,6 +179,8 @@ def _from_store(read: StoredSession) -> SessionState:
         plugin_snapshot=read.plugin_snapshot,
         host_checkpoint=read.host_checkpoint,
         saved_nodes=len(read.nodes),
+        generation=read.generation,
+        created_by=read.created_by,
     )
 
 
@@ -362,6 +364,14 @@ def _resume(state: MachineState, event: ev.Resume) -> tuple[MachineState, Effect
     _check(state, event, id_problem(parked.session_id, "session id"))
     _check(state, event, time_problem(event.now, "now"))
     residency = event.residency or parked.residency
+    warm = event.warm
+    usable = (
+        warm is not None
+        and warm.session.session_id == parked.session_id
+        and warm.session.stamp is not None
+        # A copy kept under ACTIVE_PATH_ONLY holds only its path.
+        and (warm.residency is Residency.KEEP_ALL or residency is Residency.ACTIVE_PATH_ONLY)
+    )
     context = OpenContext(
         parked.session_id,
         parked.policy,
@@ -370,8 +380,13 @@ def _resume(state: MachineState, event: ev.Resume) -> tuple[MachineState, Effect
         state.phase,
         state.parked,
         expect_stored=parked.head_revision is not None,
+        warm=warm.session if usable and warm is not None else None,
     )
     state = attrs.evolve(state, writer=event.writer)
+    if context.warm is not None:
+        state, request_id = _request(state, lambda rid: Pending(rid, Purpose.STAMP))
+        state = attrs.evolve(state, phase=Phase.OPENING, opening=context)
+        return state, [fx.ReadStamp(request_id, parked.session_id)]
     return _load(state, context, Purpose.OPEN, _scope(residency))
 
 
@@ -441,8 +456,29 @@ def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[Machine
     )
 
 
+def _stamp_read(state: MachineState, event: ev.StampRead) -> tuple[MachineState, Effects]:
+    """A warm resume: the kept session is reused when the store still holds
+    exactly that state; anything else reads the session as usual."""
+    state, _ = _take(state, event, frozenset({Purpose.STAMP}))
+    context = state.opening
+    assert context is not None and context.warm is not None
+    warm = context.warm
+    context = attrs.evolve(context, warm=None)
+    if event.stamp is None or event.stamp != warm.stamp:
+        return _load(state, context, Purpose.OPEN, _scope(context.residency))
+    state = attrs.evolve(state, opening=context)
+    try:
+        session, report = _build(warm, context.policy, context.now, context.residency)
+    except ModelSpecMissing as error:
+        back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
+        return back, [_failed("open", error)]
+    return _activate(
+        state, session, report, residency=context.residency, persistent=True, fresh=False
+    )
+
+
 def _opening_failed(state: MachineState, event: ev.EffectFailed) -> tuple[MachineState, Effects]:
-    state, _ = _take(state, event, frozenset({Purpose.OPEN, Purpose.OPEN_FULL}))
+    state, _ = _take(state, event, frozenset({Purpose.OPEN, Purpose.OPEN_FULL, Purpose.STAMP}))
     context = state.opening
     assert context is not None
     back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
@@ -516,6 +552,49 @@ def _branch_loaded(
         out.append(fx.EmitLifecycle(fx.SessionHealed(session.session_id, report)))
     out.append(_updated(session))
     return _with_session(state, session), out
+
+
+def _pin(state: MachineState, event: ev.Pin | ev.Unpin) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    _check_settled(state, event)
+    _check(state, event, id_problem(event.node_id, "node id"))
+    if not state.persistent:
+        raise _refuse(state, event, "pins are kept by a store: the session has none")
+    known = event.node_id in session.graph
+    if not known and state.residency is Residency.KEEP_ALL:
+        raise _refuse(state, event, f"no node {event.node_id!r} in the session")
+    # Not resident under ACTIVE_PATH_ONLY: the store checks the node at commit.
+    pinned = isinstance(event, ev.Pin)
+    changes = tuple(c for c in session.pin_changes if c[0] != event.node_id)
+    session = attrs.evolve(session, pin_changes=(*changes, (event.node_id, pinned)), dirty=True)
+    return _with_session(state, session), [_updated(session)]
+
+
+def _fork(state: MachineState, event: ev.Fork) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    _check(state, event, id_problem(event.new_session_id, "new session id"))
+    _check(state, event, time_problem(event.now, "now"))
+    if not state.persistent:
+        raise _refuse(state, event, "a copy is made by the store: the session has none")
+    if event.new_session_id == session.session_id:
+        raise _refuse(state, event, "a copy needs an id of its own")
+    node_id = event.node_id if event.node_id is not None else session.graph.leaf_id
+    position = None if node_id is None else session.graph.position(node_id)
+    if position is not None and (position >= session.saved_nodes or session.head_revision is None):
+        raise _refuse(state, event, f"node {node_id!r} is not committed yet: save first")
+    if node_id is not None and position is None and state.residency is Residency.KEEP_ALL:
+        raise _refuse(state, event, f"no node {node_id!r} in the session")
+    new_id = event.new_session_id
+    state, request_id = _request(state, lambda rid: Pending(rid, Purpose.FORK, new_id))
+    return state, [fx.ForkSession(request_id, session.session_id, node_id, new_id, event.now)]
+
+
+def _forked(state: MachineState, event: ev.Forked) -> tuple[MachineState, Effects]:
+    state, pending = _take(state, event, frozenset({Purpose.FORK}))
+    assert pending.subject is not None
+    policy = _session(state).policy
+    parked = ParkedSession(pending.subject, policy, event.head_revision, state.residency)
+    return state, [fx.ReplyForked(parked)]
 
 
 def _apply_tool_state(
@@ -699,7 +778,7 @@ def _orphans_to_tombstone(
     state: MachineState, read: StoredSession | None
 ) -> tuple[MachineState, Effects]:
     """Tombstone the orphans of the stored and resident graph, except what
-    must stay: uncommitted nodes and every ancestor of one."""
+    must stay: uncommitted nodes, pinned nodes, and every ancestor of one."""
     session = _session(state)
     orphans = _orphans(session, read)
     keep: set[str] = set()
@@ -708,8 +787,13 @@ def _orphans_to_tombstone(
         if read is not None:
             for node in read.nodes:
                 parents.setdefault(node.node_id, node.parent_id)
-        for node in session.graph.since(session.saved_nodes):
-            current: str | None = node.node_id
+        # Pinned nodes stay (stored pins, and pins and unpins not yet
+        # committed: the store still holds those), and so do the ancestors.
+        kept = [node.node_id for node in session.graph.since(session.saved_nodes)]
+        kept += [node_id for node_id, _ in session.pin_changes]
+        kept += [] if read is None else list(read.pinned)
+        for node_id in kept:
+            current: str | None = node_id
             while current is not None and current not in keep:
                 keep.add(current)
                 current = parents.get(current)
@@ -767,6 +851,8 @@ def _commit(
         leaf_id=session.graph.leaf_id,
         appended=session.graph.since(session.saved_nodes),
         reparented=session.repairs,
+        pinned=tuple(node_id for node_id, pinned in session.pin_changes if pinned),
+        unpinned=tuple(node_id for node_id, pinned in session.pin_changes if not pinned),
     )
     commit_id = session.in_doubt
     if commit_id is None and state.writer:
@@ -813,7 +899,7 @@ def _enter_parked(
     out += [
         fx.UnregisterPluginSession(session.session_id),
         fx.EmitLifecycle(fx.SessionParked(parked)),
-        fx.ReplyParked(parked),
+        fx.ReplyParked(parked, session),
     ]
     new = attrs.evolve(
         state,
@@ -845,6 +931,9 @@ def _committed(state: MachineState, event: ev.Committed) -> tuple[MachineState, 
         dirty=False,
         branched=False,
         in_doubt=None,
+        pin_changes=(),
+        # A session this commit created is named by the commit's id.
+        created_by=session.created_by if session.head_revision is not None else pending.subject,
     )
     saved: Effects = [fx.EmitLifecycle(fx.SessionSaved(session.session_id, event.head_revision))]
     if pending.purpose is Purpose.COMMIT_PARK:
@@ -923,6 +1012,7 @@ TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
     (PARKED, ev.Park): (_park_parked, frozenset({PARKED})),
     (PARKED, ev.Close): (_close_parked, frozenset({CLOSED})),
     (OPENING, ev.GraphLoaded): (_opening_loaded, frozenset({OPENING, ACTIVE, CLOSED, PARKED})),
+    (OPENING, ev.StampRead): (_stamp_read, frozenset({OPENING, ACTIVE, CLOSED, PARKED})),
     (OPENING, ev.EffectFailed): (_opening_failed, frozenset({CLOSED, PARKED})),
     (ACTIVE, ev.Append): (_append, frozenset({ACTIVE})),
     (ACTIVE, ev.BranchTo): (_branch_to, frozenset({ACTIVE})),
@@ -934,6 +1024,10 @@ TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
     (ACTIVE, ev.ListOrphans): (_list_orphans, frozenset({ACTIVE})),
     (ACTIVE, ev.Tombstone): (_tombstone, frozenset({ACTIVE})),
     (ACTIVE, ev.TombstoneOrphans): (_tombstone_orphans, frozenset({ACTIVE})),
+    (ACTIVE, ev.Pin): (_pin, frozenset({ACTIVE})),
+    (ACTIVE, ev.Unpin): (_pin, frozenset({ACTIVE})),
+    (ACTIVE, ev.Fork): (_fork, frozenset({ACTIVE})),
+    (ACTIVE, ev.Forked): (_forked, frozenset({ACTIVE})),
     (ACTIVE, ev.Save): (_save, frozenset({ACTIVE, COMMITTING})),
     (ACTIVE, ev.Park): (_park, frozenset({COMMITTING, PARKED})),
     (ACTIVE, ev.Close): (_close, frozenset({CLOSED})),
@@ -947,6 +1041,7 @@ TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
     (COMMITTING, ev.EffectFailed): (_active_failed, frozenset({ACTIVE, COMMITTING})),
     (COMMITTING, ev.GraphLoaded): (_graph_loaded, frozenset({COMMITTING})),
     (COMMITTING, ev.LoadNodeResult): (_node_loaded, frozenset({COMMITTING})),
+    (COMMITTING, ev.Forked): (_forked, frozenset({COMMITTING})),
 }
 
 

@@ -19,9 +19,17 @@ from .model import (
     SessionView,
     ToolSnapshot,
 )
-from .persisted import Reparent
+from .persisted import Reparent, SessionStamp
 
-__all__ = ["MachineState", "OpenContext", "Pending", "Phase", "Purpose", "SessionState"]
+__all__ = [
+    "MachineState",
+    "OpenContext",
+    "Pending",
+    "Phase",
+    "Purpose",
+    "SessionState",
+    "WarmSession",
+]
 
 
 class Phase(enum.StrEnum):
@@ -47,6 +55,8 @@ class Purpose(enum.StrEnum):
     TOMBSTONE = "tombstone"
     TOMBSTONE_ORPHANS = "tombstone_orphans"
     INTENT = "intent"
+    FORK = "fork"
+    STAMP = "stamp"
 
 
 #: Requests whose results change the session (a save must not race them).
@@ -81,6 +91,10 @@ class SessionState:
     active path). ``in_doubt`` is the id of a commit whose outcome is
     unknown (the connection failed while it was in flight): edits wait
     until a save or park settles it by sending that same commit again.
+    ``pin_changes`` are pins and unpins (``(node id, pinned)``, the last
+    word on each node) the next commit writes. ``generation`` and
+    ``created_by`` are the store's, as of the last read or commit (see
+    :class:`~lash_machine.persisted.SessionStamp`).
     """
 
     session_id: str
@@ -98,6 +112,16 @@ class SessionState:
     dirty: bool = False
     branched: bool = False
     in_doubt: str | None = None
+    pin_changes: tuple[tuple[str, bool], ...] = ()
+    generation: int = 0
+    created_by: str | None = None
+
+    @property
+    def stamp(self) -> SessionStamp | None:
+        """The store's stamp of this state (``None`` before the first commit)."""
+        if self.head_revision is None:
+            return None
+        return SessionStamp(self.head_revision, self.generation, self.created_by)
 
     @property
     def current_frame(self) -> AgentFrame:
@@ -121,6 +145,16 @@ class SessionState:
 
 
 @attrs.frozen
+class WarmSession:
+    """A session as it left memory when it was parked, kept by a driver to
+    resume it without reading it all again. ``residency`` is the one it was
+    parked under (an ``ACTIVE_PATH_ONLY`` copy holds only its path)."""
+
+    session: SessionState
+    residency: Residency
+
+
+@attrs.frozen
 class OpenContext:
     """What an open or resume in flight was asked for. ``expect_stored``
     is true for the resume of a handle that was committed: the store must
@@ -133,6 +167,7 @@ class OpenContext:
     return_to: Phase
     parked: ParkedSession | None = None
     expect_stored: bool = False
+    warm: SessionState | None = None
 
 
 @attrs.frozen

@@ -141,7 +141,7 @@ def test_heal_then_trim_under_active_path_only_with_full_load_fallback() -> None
     # The repair is committed, and only for the resident node.
     state, out = step(state, ev.Save())
     commit = request_of(out, fx.Commit).commit
-    assert commit.delta.kind == "repair"
+    assert not commit.delta.appended and commit.delta.reparented
     assert commit.delta.reparented == (Reparent("b", None),)
 
 
@@ -160,11 +160,11 @@ def test_commit_deltas_append_only_what_is_new() -> None:
     commit = request_of(out, fx.Commit).commit
     assert commit.expected_head == 1
     assert [n.node_id for n in commit.delta.appended] == ["d"]
-    assert commit.delta.kind == "append"
+    assert commit.delta.appended and not commit.delta.reparented
     state, _ = step(state, ev.Committed(request_of(out, fx.Commit).request_id, 2))
     state, out = run(state, ev.BranchTo("c"), ev.Save())
     commit = request_of(out, fx.Commit).commit
-    assert commit.delta.kind == "unchanged" and commit.delta.leaf_id == "c"
+    assert not (commit.delta.appended or commit.delta.reparented) and commit.delta.leaf_id == "c"
 
 
 def test_clean_save_and_park_need_no_commit() -> None:

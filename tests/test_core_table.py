@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from machine_helpers import PHASES, POLICY, node, request_of, run, stored
 
-from lash_machine import MachineState, Phase, ProtocolError, step, wire
+from lash_machine import MachineState, Phase, ProtocolError, Residency, step, wire
 from lash_machine import effects as fx
 from lash_machine import events as ev
 from lash_machine.machine import TRANSITIONS, mermaid
-from lash_machine.state import Purpose
+from lash_machine.state import Purpose, WarmSession
 
 EVENT_TYPES: list[type] = sorted(
     {t for t in vars(ev).values() if isinstance(t, type) and t.__module__ == ev.__name__},
@@ -46,6 +46,9 @@ VALID: dict[type, Prepare] = {
     ev.LoadNode: lambda s: (s, ev.LoadNode("elsewhere")),
     ev.ListOrphans: lambda s: (s, ev.ListOrphans()),
     ev.TombstoneOrphans: lambda s: (s, ev.TombstoneOrphans()),
+    ev.Pin: lambda s: (s, ev.Pin("c")),
+    ev.Unpin: lambda s: (s, ev.Unpin("c")),
+    ev.Fork: lambda s: (s, ev.Fork("copy", 2.0, "b")),
     ev.Tombstone: lambda s: (s, ev.Tombstone(("c",))),
     ev.Save: lambda s: (s, ev.Save()),
     ev.Park: lambda s: (s, ev.Park()),
@@ -93,7 +96,28 @@ def _result(state: MachineState, event_type: type) -> tuple[MachineState, Any]:
     raise AssertionError(f"no valid {event_type.__name__} for {phase}")
 
 
+def _warm_resume() -> tuple[MachineState, int]:
+    """A parked machine resuming with the session it parked in hand."""
+    active = PHASES[Phase.ACTIVE]()
+    state, out = run(active, ev.Append((node("d", "b"),)), ev.Park())
+    state, out = step(state, ev.Committed(request_of(out, fx.Commit).request_id, 2))
+    parked = request_of(out, fx.ReplyParked)
+    warm = WarmSession(parked.session, Residency.KEEP_ALL)
+    state, out = step(state, ev.Resume(parked.parked, 3.0, warm=warm))
+    return state, request_of(out, fx.ReadStamp).request_id
+
+
 def _valid(phase: Phase, event_type: type) -> tuple[MachineState, Any]:
+    if event_type is ev.StampRead:
+        state, rid = _warm_resume()
+        return state, ev.StampRead(rid, None)
+    if event_type is ev.Forked:
+        state, rid = _with_request(
+            PHASES[Phase.ACTIVE](), ev.Fork("copy", 2.0, "b"), fx.ForkSession
+        )
+        if phase is Phase.COMMITTING:
+            state, _ = run(state, ev.Append((node("q", "b"),)), ev.Save())
+        return state, ev.Forked(rid, 1)
     if phase is Phase.COMMITTING and event_type in (ev.GraphLoaded, ev.LoadNodeResult):
         # Queries issued while active, answered while the commit is in flight.
         state = PHASES[Phase.ACTIVE]()

@@ -141,7 +141,8 @@ class BlockingSession(SessionFacts, abc.ABC):
         parked = self._core.state.parked
         if parked is None:
             raise ProtocolError(self._core.state.phase.value, "Resume", "there is no parked handle")
-        command = ev.Resume(parked, self._core.clock(), residency, writer=new_id())
+        warm = self._core.warm_for(parked.session_id)
+        command = ev.Resume(parked, self._core.clock(), residency, writer=new_id(), warm=warm)
         self._call(command, parked.session_id)
 
     def close(self, *, discard: bool = False) -> None:
@@ -149,6 +150,27 @@ class BlockingSession(SessionFacts, abc.ABC):
         :class:`~lash_machine.errors.InvalidEvent` unless ``discard``. On a
         closed session this does nothing, so a retried close is safe."""
         self._call(ev.Close(discard))
+
+    # ---- pins and copies ---------------------------------------------------------------
+
+    def pin(self, node_id: str) -> None:
+        """Keep ``node_id`` and its ancestors: prune and
+        :meth:`tombstone_orphans` never remove them. Written by the next
+        commit; the store refuses it then if the node is no longer live."""
+        self._call(ev.Pin(node_id))
+
+    def unpin(self, node_id: str) -> None:
+        """Take a pin back (written by the next commit)."""
+        self._call(ev.Unpin(node_id))
+
+    def fork(self, node_id: str | None = None, new_session_id: str | None = None) -> ParkedSession:
+        """Copy this session's history up to ``node_id`` (the leaf by
+        default; it must be committed) into a new session, in one store
+        transaction; return the new session's handle (resume it to work on
+        the copy). The copy records where it came from
+        (``StoredSession.origin``); this session is not changed."""
+        command = ev.Fork(new_session_id or self._core.new_id(), self._core.clock(), node_id)
+        return _expect(self._call(command), fx.ReplyForked).parked
 
     # ---- queries and maintenance -------------------------------------------------------
 

@@ -46,8 +46,9 @@ from ..errors import (
 )
 from ..machine import step
 from ..model import NodeKind, SessionNode
-from ..state import MachineState, Phase, SessionState
+from ..state import MachineState, Phase, SessionState, WarmSession
 from ._lease import LeaseKeeper
+from ._warm import WarmCache
 from .hooks import Hooks
 from .store_effects import EffectRunner, Outcome, failed
 
@@ -60,6 +61,8 @@ _ANSWERS: dict[type, tuple[type, ...]] = {
     fx.Commit: (ev.Committed, ev.CommitConflicted),
     fx.TombstoneNodes: (ev.Tombstoned,),
     fx.RecordAttachmentIntent: (ev.IntentRecorded,),
+    fx.ReadStamp: (ev.StampRead,),
+    fx.ForkSession: (ev.Forked,),
 }
 
 
@@ -119,6 +122,7 @@ class SessionLoop:
         *,
         lease: LeaseKeeper | None = None,
         closed: Callable[[], bool] = lambda: False,
+        warm: WarmCache | None = None,
     ) -> None:
         self.state = MachineState.initial()
         self.runner = runner
@@ -126,6 +130,7 @@ class SessionLoop:
         self.clock = clock
         self.new_id = new_id
         self.lease = lease
+        self.warm = warm
         self._closed = closed
         self._session_id = ""
         self._queue: deque[fx.Effect] = deque()
@@ -280,6 +285,8 @@ class SessionLoop:
                     self._hook_error = self._hook_error or error
             else:
                 self._reply = effect
+                if isinstance(effect, fx.ReplyParked):
+                    self._keep_warm(effect)
         keeper = self.lease
         if (
             self._stage == "command"
@@ -290,6 +297,10 @@ class SessionLoop:
             self._stage = "release"
             return Job(functools.partial(_lease_call, keeper.release), True, True)
         return None
+
+    def _keep_warm(self, reply: fx.ReplyParked) -> None:
+        if self.warm is not None and reply.session is not None:
+            self.warm.keep(WarmSession(reply.session, self.state.residency))
 
     def _store_job(self, request: fx.StoreRequest) -> Job:
         runner, keeper = self.runner, self.lease
@@ -329,6 +340,10 @@ class SessionLoop:
         if session is None:
             raise ProtocolError(self.state.phase.value, event, "no session is active")
         return session
+
+    def warm_for(self, session_id: str) -> WarmSession | None:
+        """The copy of the session this driver kept when it parked it."""
+        return None if self.warm is None else self.warm.get(session_id)
 
     def new_node(self, body: object, kind: NodeKind) -> SessionNode:
         """A node under the current leaf, in the current frame: a fresh id, now."""

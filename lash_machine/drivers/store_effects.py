@@ -85,6 +85,13 @@ def carry_out(store: SessionStore, request: fx.StoreRequest) -> Outcome:
         if isinstance(request, fx.TombstoneNodes):
             count = store.tombstone_nodes(request.session_id, request.node_ids)
             return Outcome(ev.Tombstoned(rid, count))
+        if isinstance(request, fx.ReadStamp):
+            return Outcome(ev.StampRead(rid, store.session_stamp(request.session_id)))
+        if isinstance(request, fx.ForkSession):
+            head = store.fork_session(
+                request.session_id, request.node_id, request.new_session_id, request.now
+            )
+            return Outcome(ev.Forked(rid, head))
         store.record_intent(request.intent)
         return Outcome(ev.IntentRecorded(rid))
     except HeadRevisionConflict as error:
