@@ -31,8 +31,8 @@ LIFECYCLE = get_args(fx.LifecycleEvent)
 
 #: The strategies of whole wire messages, and how many examples of each to
 #: walk: every event and effect type on its own (so that none is left to
-#: the luck of a draw among thirty), then machine states and their parts.
-#: Stored sessions, commits and handles come inside them.
+#: the luck of a draw among thirty), then machine states and their parts,
+#: stored sessions and commits.
 MESSAGES = [
     *((strategies.events(kind), 20) for kind in get_args(ev.Event)),
     *(
@@ -45,6 +45,8 @@ MESSAGES = [
     (strategies.pending_requests, 60),
     (strategies.open_contexts(), 20),
     (strategies.session_states(), 20),
+    (strategies.stored_sessions(10), 20),
+    (strategies.commits(10), 20),
 ]
 
 
