@@ -4,8 +4,11 @@ file) in a child process, store effects and results as wire JSON lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import math
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,6 +20,7 @@ import pytest
 from test_drivers_support import DRIVERS, POLICY, run_scenario
 
 from lash_machine import (
+    ActivePath,
     FullGraph,
     HeadRevisionConflict,
     Phase,
@@ -29,6 +33,7 @@ from lash_machine import events as ev
 from lash_machine.drivers import StoreFailure
 from lash_machine.drivers.asyncio import Driver
 from lash_machine.stores import MemoryStore, SQLiteStore
+from lash_machine.testing.conformance import make_commit, make_node
 from lash_machine.transport import RemoteStore, serve_store
 
 SERVE = (
@@ -182,3 +187,124 @@ def test_remote_store_refuses_an_answer_to_another_request() -> None:
     # The stream is out of step now: later requests fail without trying.
     later = remote(fx.LoadNode(2, "s", "n")).result
     assert isinstance(later, ev.EffectFailed) and "broken" in later.message
+
+
+# ---- one bad message never stops the store process -------------------------------------
+
+
+def _legacy_infinite_body(path: Path) -> None:
+    """A session whose node body holds an infinity, as a row written before
+    bodies were checked: SQLite reads ``Infinity`` back as a float."""
+    store = SQLiteStore(path)
+    try:
+        store.commit(make_commit("legacy", None, [make_node("a", None, {"x": 1})]))
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE lash_nodes SET body = '{\"x\": Infinity}' WHERE node_id = 'a'")
+    store = SQLiteStore(path)
+    try:  # the premise: the store reads the value back, JSON text cannot carry it
+        node = store.load_node("legacy", "a")
+        assert node is not None and node.body == {"x": math.inf}
+    finally:
+        store.close()
+
+
+def test_a_result_that_cannot_be_encoded_is_answered_as_a_wire_error(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    _legacy_infinite_body(tmp_path / "sessions.db")
+    remote, child = spawn()
+    for request in (
+        fx.LoadNode(1, "legacy", "a"),
+        fx.LoadGraph(2, "legacy", FullGraph()),
+        fx.LoadGraph(3, "legacy", ActivePath()),
+    ):
+        result = remote(request).result
+        assert isinstance(result, ev.EffectFailed), result
+        assert (result.request_id, result.error) == (request.request_id, "wire_error")
+        assert "cannot encode" in result.message
+    # The process is still serving, in step.
+    assert remote(fx.LoadNode(4, "legacy", "missing")).result == ev.LoadNodeResult(4, None)
+    assert child.poll() is None
+
+
+def test_a_driver_reading_a_legacy_row_gets_a_typed_failure(spawn: Spawn, tmp_path: Path) -> None:
+    _legacy_infinite_body(tmp_path / "sessions.db")
+    remote, _ = spawn()
+
+    async def main() -> None:
+        driver = Driver(runner=remote)
+        with pytest.raises(StoreFailure) as failure:
+            await driver.open(POLICY, "legacy")
+        assert failure.value.code == "wire_error"
+        # The connection is fine: another session opens over it.
+        session = await driver.open(POLICY, "fresh")
+        await session.append({"text": "hi"})
+        await session.save()
+
+    asyncio.run(main())
+
+
+class _Served:
+    """serve_store in a thread on one end of a socket pair; requests go in
+    as raw lines on the other end."""
+
+    def __init__(self) -> None:
+        self.ours, theirs = socket.socketpair()
+        self._theirs = theirs
+        self.error: BaseException | None = None
+        self.reader = self.ours.makefile("rb")
+        self.writer = self.ours.makefile("wb")
+        self.thread = threading.Thread(target=self._serve, args=(MemoryStore(),))
+        self.thread.start()
+
+    def _serve(self, store: MemoryStore) -> None:
+        try:
+            serve_store(store, self._theirs.makefile("rb"), self._theirs.makefile("wb"))
+        except BaseException as error:  # recorded for the test to look at
+            self.error = error
+        finally:
+            # As a store process's exit would: the client sees the end.
+            self._theirs.shutdown(socket.SHUT_RDWR)
+
+    def ask(self, line: bytes) -> Any:
+        self.writer.write(line + b"\n")
+        self.writer.flush()
+        answer = self.reader.readline()
+        return wire.loads(answer) if answer else None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # the server may have hung up first
+            self.writer.close()
+            self.ours.shutdown(socket.SHUT_WR)
+        self.thread.join(timeout=10)
+        self.reader.close()
+        self.ours.close()
+        self._theirs.close()
+
+
+def test_a_deep_request_with_an_id_is_answered_and_serving_goes_on() -> None:
+    served = _Served()
+    try:
+        deep = b"[" * 800 + b"]" * 800  # parses; no store request holds it
+        line = b'{"format": 1, "type": "effects.LoadNode", "request_id": 5,'
+        answer = served.ask(line + b' "session_id": "s", "node_id": ' + deep + b"}")
+        assert isinstance(answer, ev.EffectFailed)
+        assert (answer.request_id, answer.error) == (5, "wire_error")
+        answer = served.ask(wire.dumps(fx.LoadNode(6, "s", "n")).encode())
+        assert answer == ev.LoadNodeResult(6, None)
+    finally:
+        served.stop()
+    assert served.error is None
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_line_nested_past_the_parser_stops_serving_with_a_wire_error(depth: int) -> None:
+    served = _Served()
+    line = b'{"format": 1, "request_id": 7, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    try:
+        assert served.ask(line) is None  # no answer: the stream ends
+    finally:
+        served.stop()
+    assert isinstance(served.error, WireError), repr(served.error)
