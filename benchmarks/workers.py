@@ -60,7 +60,7 @@ def worker(job: Job, barrier: Barrier) -> Report:
     store = PostgresStore(job.dsn, min_size=1, max_size=2)
     cycles = conflicts = 0
     acked: list[tuple[str, str]] = []
-    with Driver(store, workers=1) as driver:
+    with Driver(store) as driver:
         barrier.wait()
         started = time.monotonic()
         while time.monotonic() < started + job.seconds:

@@ -14,8 +14,10 @@ from typing import TypeAlias
 
 import attrs
 
+from .errors import ErrorCode
 from .graph import HealReport
 from .model import (
+    JSON,
     ParkedSession,
     PluginSnapshot,
     SessionNode,
@@ -29,6 +31,7 @@ __all__ = [
     "CommitConflict",
     "Effect",
     "EmitLifecycle",
+    "HostEffect",
     "LifecycleEvent",
     "LoadGraph",
     "LoadNode",
@@ -38,6 +41,7 @@ __all__ = [
     "ReplyFailed",
     "ReplyNode",
     "ReplyOrphans",
+    "Reply",
     "ReplyParked",
     "ReplyReady",
     "ReplySaved",
@@ -51,7 +55,9 @@ __all__ = [
     "SessionParked",
     "SessionRestored",
     "SessionSaved",
+    "StoreRead",
     "StoreRequest",
+    "StoreWrite",
     "TombstoneNodes",
     "UnregisterPluginSession",
 ]
@@ -104,7 +110,13 @@ class RecordAttachmentIntent:
     intent: AttachmentIntent
 
 
-StoreRequest: TypeAlias = LoadGraph | LoadNode | Commit | TombstoneNodes | RecordAttachmentIntent
+#: Store requests that only read.
+StoreRead: TypeAlias = LoadGraph | LoadNode
+#: Store requests that change the store. Once started they may be applied
+#: even if the caller gives up waiting, so drivers wait for their outcome.
+StoreWrite: TypeAlias = Commit | TombstoneNodes | RecordAttachmentIntent
+#: Every effect a store carries out.
+StoreRequest: TypeAlias = StoreRead | StoreWrite
 
 # ---- host requests ------------------------------------------------------------
 
@@ -208,6 +220,12 @@ class EmitLifecycle:
     event: LifecycleEvent
 
 
+#: Effects for the host: carry them out, nothing is fed back.
+HostEffect: TypeAlias = (
+    RestoreToolSurface | RestorePlugins | UnregisterPluginSession | EmitLifecycle
+)
+
+
 # ---- replies to the caller --------------------------------------------------------
 
 
@@ -278,17 +296,19 @@ class ReplyClosed:
 
 @attrs.frozen
 class ReplyFailed:
-    """The command failed on the IO side; the session is still usable.
+    """The command failed; the session is still usable.
 
-    ``error`` is a short code: ``"head_revision_conflict"`` (with
-    ``stored_head``), ``"model_spec_missing"``, ``"unknown_node"``, or the
-    code of the failed effect (``"store_error"``, ``"corrupt_row"``, ...).
+    ``error`` is its code: head revision conflict, model spec missing,
+    session not found, invalid event (a branch to a node the store does not
+    have), or the code of the failed effect. ``detail`` holds the fields of
+    the exception it stands for: :func:`~lash_machine.errors.error_from_failure`
+    rebuilds it.
     """
 
     operation: str
-    error: str
+    error: ErrorCode
     message: str
-    stored_head: int | None = None
+    detail: dict[str, JSON] = attrs.Factory(dict)
 
 
 Reply: TypeAlias = (
@@ -304,11 +324,4 @@ Reply: TypeAlias = (
     | ReplyFailed
 )
 
-Effect: TypeAlias = (
-    StoreRequest
-    | RestoreToolSurface
-    | RestorePlugins
-    | UnregisterPluginSession
-    | EmitLifecycle
-    | Reply
-)
+Effect: TypeAlias = StoreRequest | HostEffect | Reply

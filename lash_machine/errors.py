@@ -8,10 +8,18 @@ using that state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 __all__ = [
     "CommitOutcomeUnknown",
+    "DriverClosed",
+    "ErrorCode",
+    "StoreFailure",
+    "code_of",
+    "error_from_failure",
+    "failure_of",
     "CorruptRow",
     "HeadRevisionConflict",
     "InvalidEvent",
@@ -32,11 +40,41 @@ __all__ = [
 ]
 
 
+class ErrorCode(enum.StrEnum):
+    """The short code of every failure that travels as data: in
+    :class:`~lash_machine.events.EffectFailed`, in
+    :class:`~lash_machine.effects.ReplyFailed` and over a transport. Each
+    code names one exception class (:func:`error_from_failure`)."""
+
+    STORE_ERROR = "store_error"
+    HEAD_REVISION_CONFLICT = "head_revision_conflict"
+    CORRUPT_ROW = "corrupt_row"
+    SCHEMA_VERSION_MISMATCH = "schema_version_mismatch"
+    SESSION_NOT_FOUND = "session_not_found"
+    LEASE_HELD = "lease_held"
+    LEASE_LOST = "lease_lost"
+    TOMBSTONE_REFUSED = "tombstone_refused"
+    PARENT_TOMBSTONED = "parent_tombstoned"
+    COMMIT_OUTCOME_UNKNOWN = "commit_outcome_unknown"
+    TRANSIENT_STORE_ERROR = "transient_store_error"
+    MODEL_SPEC_MISSING = "model_spec_missing"
+    INVALID_EVENT = "invalid_event"
+    WIRE_ERROR = "wire_error"
+    TRANSPORT_ERROR = "transport_error"
+    PROTOCOL_ERROR = "protocol_error"
+    CANCELLED = "cancelled"
+
+
 class LashMachineError(Exception):
     """Base class of every error this package raises on purpose.
 
     Errors pickle with their fields (they cross process pools and
-    multiprocessing queues)."""
+    multiprocessing queues), and travel as their :attr:`code`, message and
+    fields (:func:`failure_of`, :func:`error_from_failure`)."""
+
+    #: The code this error travels as (subclasses that can fail an effect
+    #: or a command name their own).
+    code: ClassVar[ErrorCode] = ErrorCode.STORE_ERROR
 
     def __reduce__(self) -> tuple[object, ...]:
         state = {k: v for k, v in vars(self).items() if not k.startswith("__")}
@@ -59,6 +97,8 @@ class ProtocolError(LashMachineError):
     passed in is still valid. Fix the caller's sequencing (for example, do
     not ``Append`` to a parked session; ``Resume`` it first).
     """
+
+    code = ErrorCode.PROTOCOL_ERROR
 
     def __init__(self, phase: str, event: str, reason: str = "") -> None:
         self.phase = phase
@@ -87,6 +127,8 @@ class InvalidEvent(ProtocolError):
     The message names what was wrong; correct the event and send it again.
     """
 
+    code = ErrorCode.INVALID_EVENT
+
 
 class ResidencyRequiresStore(InvalidEvent):
     """``ACTIVE_PATH_ONLY`` was asked for a session without a persistent
@@ -98,6 +140,8 @@ class ModelSpecMissing(LashMachineError):
     """Neither the stored session, its frame, nor the caller's policy names a
     model. Pass a :class:`~lash_machine.model.SessionPolicy` whose model id
     is not blank."""
+
+    code = ErrorCode.MODEL_SPEC_MISSING
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
@@ -114,6 +158,8 @@ class WireError(LashMachineError):
     ``"expected str @ $.nodes[3].parent_id"``. Nothing of the message reached
     the reducer; reject the message.
     """
+
+    code = ErrorCode.WIRE_ERROR
 
     def __init__(self, message: str, errors: Sequence[str] = ()) -> None:
         self.errors = tuple(errors)
@@ -134,6 +180,8 @@ class HeadRevisionConflict(StoreError):
     resume) to continue from ``actual``.
     """
 
+    code = ErrorCode.HEAD_REVISION_CONFLICT
+
     def __init__(self, session_id: str, expected: int | None, actual: int | None) -> None:
         self.session_id = session_id
         self.expected = expected
@@ -146,6 +194,8 @@ class HeadRevisionConflict(StoreError):
 class SessionNotFound(StoreError):
     """The store has no session with that id."""
 
+    code = ErrorCode.SESSION_NOT_FOUND
+
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         super().__init__(f"no session {session_id!r} in the store")
@@ -155,6 +205,8 @@ class CorruptRow(StoreError):
     """A stored row could not be decoded. Names the session and, for a node
     row, the node; the row is never skipped. Inspect it with
     ``lash-machine check``."""
+
+    code = ErrorCode.CORRUPT_ROW
 
     def __init__(self, session_id: str, node_id: str | None, detail: str) -> None:
         self.session_id = session_id
@@ -168,6 +220,8 @@ class SchemaVersionMismatch(StoreError):
     """The database was written by another schema version. Nothing is
     migrated silently; use a matching release of lash-machine."""
 
+    code = ErrorCode.SCHEMA_VERSION_MISMATCH
+
     def __init__(self, where: str, found: int, expected: int) -> None:
         self.found = found
         self.expected = expected
@@ -177,6 +231,8 @@ class SchemaVersionMismatch(StoreError):
 class LeaseHeld(StoreError):
     """Another worker holds the session's execution lease. Retry after the
     lease's time-to-live, or pick another session."""
+
+    code = ErrorCode.LEASE_HELD
 
     def __init__(self, session_id: str, owner: str, expires_at: float) -> None:
         self.session_id = session_id
@@ -197,6 +253,8 @@ class LeaseLost(StoreError):
     session's newest token (``None`` when it never had a lease).
     """
 
+    code = ErrorCode.LEASE_LOST
+
     def __init__(self, session_id: str, token: int | None, current: int | None) -> None:
         self.session_id = session_id
         self.token = token
@@ -216,6 +274,8 @@ class TombstoneRefused(StoreError):
     ``list_orphans``. ``node_id`` names the first node refused.
     """
 
+    code = ErrorCode.TOMBSTONE_REFUSED
+
     def __init__(self, session_id: str, node_id: str, reason: str) -> None:
         self.session_id = session_id
         self.node_id = node_id
@@ -232,6 +292,8 @@ class ParentTombstoned(StoreError):
     The session keeps its edits in memory. Branch to a live node and append
     again, or reload (close with ``discard=True`` and resume).
     """
+
+    code = ErrorCode.PARENT_TOMBSTONED
 
     def __init__(self, session_id: str, node_id: str) -> None:
         self.session_id = session_id
@@ -252,8 +314,121 @@ class CommitOutcomeUnknown(StoreError):
     applying it twice. Resuming the session from the store settles it too.
     """
 
+    code = ErrorCode.COMMIT_OUTCOME_UNKNOWN
+
 
 class TransientStoreError(StoreError):
     """The database aborted the transaction for a reason a retry cures (a
     deadlock it broke, a serialization failure). Nothing was applied;
     retry the call."""
+
+    code = ErrorCode.TRANSIENT_STORE_ERROR
+
+
+class StoreFailure(StoreError):
+    """A failure that came back as a code with no more specific exception
+    to stand for it: an effect runner broke its contract (answered another
+    request), a transport failed, or a runner sent a code this release does
+    not know.
+
+    ``code`` is the failure's :class:`ErrorCode` (or the unknown text) and
+    ``operation`` the command that failed. The session is still usable:
+    retry, or close it.
+    """
+
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        self.operation = operation
+        self.failure_code = code
+        super().__init__(f"{operation} failed ({code}): {message}")
+
+
+class DriverClosed(LashMachineError):
+    """The driver was closed (its worker threads stopped): it carries out
+    nothing more. Sessions it opened can no longer save; make a new driver
+    and resume them from the store."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what}: the driver is closed")
+
+
+#: Which exception each code stands for. TRANSPORT_ERROR, PROTOCOL_ERROR
+#: and CANCELLED have none of their own: they come back as StoreFailure.
+_BY_CODE: dict[ErrorCode, type[LashMachineError]] = {
+    cls.code: cls
+    for cls in (
+        StoreError,
+        HeadRevisionConflict,
+        CorruptRow,
+        SchemaVersionMismatch,
+        SessionNotFound,
+        LeaseHeld,
+        LeaseLost,
+        TombstoneRefused,
+        ParentTombstoned,
+        CommitOutcomeUnknown,
+        TransientStoreError,
+        ModelSpecMissing,
+        InvalidEvent,
+        WireError,
+    )
+}
+
+_FIELD_TYPES = (str, int, float, bool, type(None))
+
+
+def failure_of(error: BaseException) -> tuple[ErrorCode, str, dict[str, Any]]:
+    """How ``error`` travels: its code, its message, and its fields (those
+    that are plain JSON scalars or lists of them). Anything that is not a
+    :class:`LashMachineError` (a raw driver error from sqlite3 or psycopg,
+    an OSError) is a store error whose message keeps its type visible."""
+    if not isinstance(error, LashMachineError):
+        return code_of(error), f"{type(error).__name__}: {error}", {}
+    fields: dict[str, Any] = {}
+    for name, value in vars(error).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, _FIELD_TYPES):
+            fields[name] = value
+        elif isinstance(value, tuple | list) and all(isinstance(v, _FIELD_TYPES) for v in value):
+            fields[name] = list(value)
+    return code_of(error), str(error), fields
+
+
+def code_of(error: BaseException) -> ErrorCode:
+    """The code ``error`` travels as (a store error for anything that is
+    not one of ours)."""
+    if isinstance(error, StoreFailure):
+        return _known(error.failure_code)
+    if isinstance(error, LashMachineError):
+        return error.code
+    return ErrorCode.STORE_ERROR
+
+
+_CODES = frozenset(code.value for code in ErrorCode)
+
+
+def _known(code: str) -> ErrorCode:
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.STORE_ERROR
+
+
+def error_from_failure(
+    code: str, message: str, fields: Mapping[str, Any] | None = None, *, operation: str = ""
+) -> LashMachineError:
+    """The exception a failure stands for: the class its code names, with
+    the message and fields it travelled with (so a :class:`LeaseHeld` that
+    crossed a transport still has its ``owner`` and ``expires_at``). A code
+    without a class of its own gives a :class:`StoreFailure` carrying the
+    code and the operation."""
+    known = _known(code) if code in _CODES else None
+    cls = _BY_CODE.get(known) if known is not None else None
+    if cls is None:
+        return StoreFailure(operation or "the request", str(code), message)
+    error: LashMachineError = cls.__new__(cls)
+    Exception.__init__(error, message)
+    for name, value in (fields or {}).items():
+        setattr(error, name, tuple(value) if isinstance(value, list) else value)
+    return error

@@ -12,6 +12,7 @@ from typing import TypeAlias
 
 import attrs
 
+from .errors import ErrorCode
 from .model import JSON, ParkedSession, Residency, SessionNode, SessionPolicy
 from .persisted import StoredSession
 from .state import SessionState
@@ -21,6 +22,7 @@ __all__ = [
     "ApplyToolState",
     "BranchTo",
     "Close",
+    "Command",
     "CommitConflicted",
     "Committed",
     "EffectFailed",
@@ -35,10 +37,12 @@ __all__ = [
     "RecordAttachment",
     "RecordPluginState",
     "Restore",
+    "Result",
     "Resume",
     "Save",
     "SetCheckpoint",
     "Tombstone",
+    "TombstoneOrphans",
     "Tombstoned",
 ]
 
@@ -52,7 +56,10 @@ class Open:
     With ``persistent`` the stored session is loaded first (a missing one is
     created on the first commit); without, a fresh in-memory session starts.
     ``fresh_id`` is the id used when ``session_id`` is empty: drivers fill it
-    with a new random id.
+    with a new random id. ``writer`` is a fresh random id too, the one this
+    session's commits are named under (see
+    :attr:`~lash_machine.state.MachineState.writer`); empty: commits carry
+    no id, and a retried commit is not recognised.
     """
 
     policy: SessionPolicy
@@ -61,12 +68,15 @@ class Open:
     fresh_id: str = ""
     residency: Residency = Residency.KEEP_ALL
     persistent: bool = True
+    writer: str = ""
 
 
 @attrs.frozen
 class Restore:
     """Rebuild a session from a state in hand (a worker rebuild): no store
-    read. ``persistent`` says whether later commits have a store."""
+    read. ``persistent`` says whether later commits have a store;
+    ``writer`` as for :class:`Open` (give a fresh one: two workers restoring
+    one state are two writers)."""
 
     state: SessionState
     policy: SessionPolicy
@@ -74,15 +84,20 @@ class Restore:
     residency: Residency = Residency.KEEP_ALL
     persistent: bool = True
     fresh_id: str = ""
+    writer: str = ""
 
 
 @attrs.frozen
 class Resume:
-    """Load a parked session again. ``residency`` overrides the handle's."""
+    """Load a parked session again. ``residency`` overrides the handle's;
+    ``writer`` as for :class:`Open`. A handle that was committed (its head
+    revision is not ``None``) must find its session in the store:
+    otherwise the resume fails with ``session_not_found``."""
 
     parked: ParkedSession
     now: float
     residency: Residency | None = None
+    writer: str = ""
 
 
 @attrs.frozen
@@ -127,6 +142,13 @@ class LoadNode:
 @attrs.frozen
 class ListOrphans:
     """Answer the ids of stored or resident nodes off the active path."""
+
+
+@attrs.frozen
+class TombstoneOrphans:
+    """Hide every committed node off the active path: the stored graph is
+    read, then its orphans are tombstoned, except uncommitted nodes and
+    their ancestors (which stay, so nothing uncommitted loses its parent)."""
 
 
 @attrs.frozen
@@ -231,13 +253,16 @@ class IntentRecorded:
 
 @attrs.frozen
 class EffectFailed:
-    """Any IO effect failed. ``error`` is a short code (``"store_error"``,
-    ``"corrupt_row"``, ``"cancelled"``, ...) and ``message`` says what
-    happened; the machine returns to a state the caller can retry from."""
+    """Any IO effect failed. ``error`` is its code (store error, corrupt
+    row, cancelled, ...), ``message`` says what happened and ``detail``
+    holds the failed exception's fields (see
+    :func:`~lash_machine.errors.failure_of`); the machine returns to a
+    state the caller can retry from."""
 
     request_id: int
-    error: str
+    error: ErrorCode
     message: str
+    detail: dict[str, JSON] = attrs.Factory(dict)
 
 
 Command: TypeAlias = (
@@ -251,6 +276,7 @@ Command: TypeAlias = (
     | LoadNode
     | ListOrphans
     | Tombstone
+    | TombstoneOrphans
     | ApplyToolState
     | RecordPluginState
     | SetCheckpoint

@@ -12,6 +12,14 @@ Rules of this file:
    counter; a result is accepted only for a request still outstanding.
 4. No commit deletes or overwrites a node that is not resident: deltas only
    append nodes and rewrite parents of resident nodes.
+5. What enters is checked where it enters: node ids, kinds, times and
+   bodies on ``Append`` (:mod:`~lash_machine.content`), session ids and
+   times on ``Open``, ``Restore`` and ``Resume``. A refused event changes
+   nothing.
+6. A commit whose outcome is unknown is sent again once, with the same
+   commit id; if that fails too, the session is *in doubt*: edits wait
+   until a save or park sends that same commit again and the store
+   answers it.
 """
 
 from __future__ import annotations
@@ -23,16 +31,22 @@ import attrs
 
 from . import effects as fx
 from . import events as ev
+from .content import id_problem, json_problem, node_problem, time_problem
 from .errors import (
+    ErrorCode,
+    HeadRevisionConflict,
     InvalidEvent,
     ModelSpecMissing,
     ProtocolError,
     ResidencyRequiresStore,
+    SessionNotFound,
     StaleResult,
+    failure_of,
 )
 from .graph import HealReport, SessionGraph, heal_graph
 from .model import (
     AgentFrame,
+    NodeKind,
     ParkedSession,
     PluginSnapshot,
     Residency,
@@ -50,7 +64,16 @@ from .persisted import (
     SessionCommit,
     StoredSession,
 )
-from .state import MUTATING, MachineState, OpenContext, Pending, Phase, Purpose, SessionState
+from .state import (
+    COMMITS,
+    MUTATING,
+    MachineState,
+    OpenContext,
+    Pending,
+    Phase,
+    Purpose,
+    SessionState,
+)
 
 __all__ = ["TRANSITIONS", "mermaid", "step"]
 
@@ -107,6 +130,28 @@ def _updated(session: SessionState) -> fx.ReplyUpdated:
 
 def _with_session(state: MachineState, session: SessionState) -> MachineState:
     return attrs.evolve(state, session=session)
+
+
+def _check(state: MachineState, event: object, problem: str | None) -> None:
+    if problem is not None:
+        raise _refuse(state, event, problem)
+
+
+def _check_settled(state: MachineState, event: object) -> None:
+    """Refuse an edit while a commit is in doubt (rule 6)."""
+    commit_id = _session(state).in_doubt
+    if commit_id is not None:
+        raise _refuse(
+            state,
+            event,
+            f"commit {commit_id!r} may or may not have been applied: save or park to settle it"
+            " first (or close with discard=True and resume)",
+        )
+
+
+def _failed(operation: str, error: BaseException) -> fx.ReplyFailed:
+    code, message, detail = failure_of(error)
+    return fx.ReplyFailed(operation, code, message, detail)
 
 
 # ---- building a session ---------------------------------------------------------
@@ -275,7 +320,10 @@ def _open(state: MachineState, event: ev.Open) -> tuple[MachineState, Effects]:
     session_id = event.session_id or event.fresh_id
     if not session_id:
         raise _refuse(state, event, "give a session_id, or a fresh_id for a new session")
+    _check(state, event, id_problem(session_id, "session id"))
+    _check(state, event, time_problem(event.now, "now"))
     _check_residency(state, event, event.residency, event.persistent)
+    state = attrs.evolve(state, writer=event.writer)
     if not event.persistent:
         session, report = _build(
             _fresh_session(session_id, event.policy), event.policy, event.now, event.residency
@@ -289,14 +337,20 @@ def _open(state: MachineState, event: ev.Open) -> tuple[MachineState, Effects]:
 
 def _restore(state: MachineState, event: ev.Restore) -> tuple[MachineState, Effects]:
     _check_residency(state, event, event.residency, event.persistent)
+    _check(state, event, time_problem(event.now, "now"))
     session = event.state
     if not session.session_id:
         if not event.fresh_id:
             raise _refuse(state, event, "the state has no session id and no fresh_id was given")
         session = attrs.evolve(session, session_id=event.fresh_id)
+    _check(state, event, id_problem(session.session_id, "session id"))
     if session.head_revision is None and session.saved_nodes:
         # Nothing of a never-committed state is stored, whatever it claims.
         session = attrs.evolve(session, saved_nodes=0, dirty=True)
+    for node in session.graph.since(session.saved_nodes):
+        # What the next commit writes must be storable (rule 5).
+        _check(state, event, node_problem(node))
+    state = attrs.evolve(state, writer=event.writer)
     built, report = _build(session, event.policy, event.now, event.residency)
     return _activate(
         state, built, report, residency=event.residency, persistent=event.persistent, fresh=False
@@ -305,10 +359,19 @@ def _restore(state: MachineState, event: ev.Restore) -> tuple[MachineState, Effe
 
 def _resume(state: MachineState, event: ev.Resume) -> tuple[MachineState, Effects]:
     parked = event.parked
+    _check(state, event, id_problem(parked.session_id, "session id"))
+    _check(state, event, time_problem(event.now, "now"))
     residency = event.residency or parked.residency
     context = OpenContext(
-        parked.session_id, parked.policy, event.now, residency, state.phase, state.parked
+        parked.session_id,
+        parked.policy,
+        event.now,
+        residency,
+        state.phase,
+        state.parked,
+        expect_stored=parked.head_revision is not None,
     )
+    state = attrs.evolve(state, writer=event.writer)
     return _load(state, context, Purpose.OPEN, _scope(residency))
 
 
@@ -316,6 +379,18 @@ def _close_parked(state: MachineState, event: ev.Close) -> tuple[MachineState, E
     assert state.parked is not None
     session_id = state.parked.session_id
     return attrs.evolve(state, phase=Phase.CLOSED, parked=None), [fx.ReplyClosed(session_id)]
+
+
+def _park_parked(state: MachineState, event: ev.Park) -> tuple[MachineState, Effects]:
+    """A park retried after the first one finished (its reply was lost to a
+    cancellation, or the lease release after it failed): the same handle."""
+    assert state.parked is not None
+    return state, [fx.ReplyParked(state.parked)]
+
+
+def _close_closed(state: MachineState, event: ev.Close) -> tuple[MachineState, Effects]:
+    """A close retried after the first one finished: nothing more to do."""
+    return state, [fx.ReplyClosed("")]
 
 
 # ---- opening ----------------------------------------------------------------------------
@@ -351,12 +426,16 @@ def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[Machine
     ):
         # The stored path is broken: heal against the full graph, then trim.
         return _load(state, context, Purpose.OPEN_FULL, FullGraph())
+    back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
+    if read is None and context.expect_stored:
+        # The handle was committed: its session was deleted, or this is
+        # another store. Never start it afresh under the handle's id.
+        return back, [_failed("resume", SessionNotFound(context.session_id))]
     base = _fresh_session(context.session_id, context.policy) if read is None else _from_store(read)
     try:
         session, report = _build(base, context.policy, context.now, context.residency)
     except ModelSpecMissing as error:
-        back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
-        return back, [fx.ReplyFailed("open", "model_spec_missing", str(error))]
+        return back, [_failed("open", error)]
     return _activate(
         state, session, report, residency=context.residency, persistent=True, fresh=read is None
     )
@@ -367,7 +446,7 @@ def _opening_failed(state: MachineState, event: ev.EffectFailed) -> tuple[Machin
     context = state.opening
     assert context is not None
     back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
-    return back, [fx.ReplyFailed("open", event.error, event.message)]
+    return back, [fx.ReplyFailed("open", event.error, event.message, event.detail)]
 
 
 # ---- active: edits ------------------------------------------------------------------------
@@ -375,10 +454,14 @@ def _opening_failed(state: MachineState, event: ev.EffectFailed) -> tuple[Machin
 
 def _append(state: MachineState, event: ev.Append) -> tuple[MachineState, Effects]:
     session = _session(state)
+    _check_settled(state, event)
     if not event.nodes:
         raise _refuse(state, event, "nothing to append")
     graph = session.graph
     for node in event.nodes:
+        _check(state, event, node_problem(node))
+        if not isinstance(node.kind, NodeKind):
+            node = attrs.evolve(node, kind=NodeKind(node.kind))  # noqa: PLW2901
         if node.node_id in graph:
             raise _refuse(state, event, f"node id {node.node_id!r} is already in the session")
         if node.parent_id is not None and node.parent_id not in graph:
@@ -395,10 +478,13 @@ def _append(state: MachineState, event: ev.Append) -> tuple[MachineState, Effect
 
 def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, Effects]:
     session = _session(state)
+    _check_settled(state, event)
     if event.node_id in session.graph:
         if session.graph.leaf_id == event.node_id:
             return state, [_updated(session)]
-        session = attrs.evolve(session, graph=session.graph.with_leaf(event.node_id), dirty=True)
+        session = attrs.evolve(
+            session, graph=session.graph.with_leaf(event.node_id), dirty=True, branched=True
+        )
         return _with_session(state, session), [_updated(session)]
     if not (state.persistent and state.residency is Residency.ACTIVE_PATH_ONLY):
         raise _refuse(state, event, f"no node {event.node_id!r} in the session")
@@ -414,9 +500,8 @@ def _branch_loaded(
     assert target is not None
     loaded = {} if read is None else {node.node_id: node for node in read.nodes}
     if target not in loaded:
-        return state, [
-            fx.ReplyFailed("branch", "unknown_node", f"no node {target!r} in the session")
-        ]
+        missing = InvalidEvent(state.phase.value, "BranchTo", f"no node {target!r} in the session")
+        return state, [_failed("branch", missing)]
     assert read is not None
     # Keep everything resident (unsaved nodes may hang off the old branch)
     # and add the loaded path to the stored prefix.
@@ -424,7 +509,7 @@ def _branch_loaded(
     stored = list(nodes[: session.saved_nodes])
     stored += [node for node in read.nodes if node.node_id not in session.graph]
     graph = SessionGraph.from_nodes(stored + list(nodes[session.saved_nodes :]), target)
-    session = attrs.evolve(session, dirty=True)
+    session = attrs.evolve(session, dirty=True, branched=True)
     session, report = _settle_graph(session, graph, len(stored), Residency.KEEP_ALL)
     out: Effects = []
     if not report.is_clean:
@@ -437,6 +522,8 @@ def _apply_tool_state(
     state: MachineState, event: ev.ApplyToolState
 ) -> tuple[MachineState, Effects]:
     session = _session(state)
+    _check_settled(state, event)
+    _check(state, event, json_problem(event.data, "data"))
     current = session.tool_snapshot.generation if session.tool_snapshot else 0
     if event.base_generation != current:
         raise _refuse(
@@ -454,6 +541,8 @@ def _record_plugin_state(
     state: MachineState, event: ev.RecordPluginState
 ) -> tuple[MachineState, Effects]:
     session = _session(state)
+    _check_settled(state, event)
+    _check(state, event, json_problem(event.data, "data"))
     revision = session.plugin_snapshot.revision + 1 if session.plugin_snapshot else 1
     session = attrs.evolve(
         session, plugin_snapshot=PluginSnapshot(revision, event.data), dirty=True
@@ -462,6 +551,8 @@ def _record_plugin_state(
 
 
 def _set_checkpoint(state: MachineState, event: ev.SetCheckpoint) -> tuple[MachineState, Effects]:
+    _check_settled(state, event)
+    _check(state, event, json_problem(event.data, "data"))
     session = attrs.evolve(_session(state), host_checkpoint=event.data, dirty=True)
     return _with_session(state, session), [_updated(session)]
 
@@ -470,8 +561,9 @@ def _record_attachment(
     state: MachineState, event: ev.RecordAttachment
 ) -> tuple[MachineState, Effects]:
     session = _session(state)
-    if not event.attachment_id:
-        raise _refuse(state, event, "attachment_id is empty")
+    _check_settled(state, event)
+    _check(state, event, id_problem(event.attachment_id, "attachment id"))
+    _check(state, event, time_problem(event.now, "now"))
     if not state.persistent:
         return state, [fx.ReplyAttachment(event.attachment_id)]
     intent = AttachmentIntent(session.session_id, event.attachment_id, event.uri, event.now)
@@ -525,26 +617,31 @@ def _list_orphans(state: MachineState, event: ev.ListOrphans) -> tuple[MachineSt
     return state, [fx.LoadGraph(request_id, session.session_id, FullGraph())]
 
 
-def _orphans_loaded(
-    state: MachineState, read: StoredSession | None
-) -> tuple[MachineState, Effects]:
-    graph = _session(state).graph
-    on_path = graph.active_path_ids()
+def _orphans(session: SessionState, read: StoredSession | None) -> tuple[str, ...]:
+    """The ids of stored and resident nodes off the active path, stored ones
+    first, each in insertion order."""
+    on_path = session.graph.active_path_ids()
     stored = () if read is None else tuple(node.node_id for node in read.nodes)
     seen = set(stored)
-    candidates = stored + tuple(node.node_id for node in graph if node.node_id not in seen)
-    return state, [fx.ReplyOrphans(tuple(i for i in candidates if i not in on_path))]
+    candidates = stored + tuple(node.node_id for node in session.graph if node.node_id not in seen)
+    return tuple(node_id for node_id in candidates if node_id not in on_path)
 
 
 def _graph_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineState, Effects]:
     """A full-graph or path read answered while active (orphans or branch)."""
-    new, pending = _take(state, event, frozenset({Purpose.LIST_ORPHANS, Purpose.BRANCH}))
+    new, pending = _take(
+        state,
+        event,
+        frozenset({Purpose.LIST_ORPHANS, Purpose.BRANCH, Purpose.TOMBSTONE_ORPHANS}),
+    )
     session = _session(state)
     if event.session is not None and event.session.session_id != session.session_id:
         raise _refuse(state, event, f"loaded session {event.session.session_id!r}")
     if pending.purpose is Purpose.BRANCH:
         return _branch_loaded(new, pending, event.session)
-    return _orphans_loaded(new, event.session)
+    if pending.purpose is Purpose.TOMBSTONE_ORPHANS:
+        return _orphans_to_tombstone(new, event.session)
+    return new, [fx.ReplyOrphans(_orphans(session, event.session))]
 
 
 # ---- active: store maintenance ------------------------------------------------------------------
@@ -552,6 +649,7 @@ def _graph_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineSt
 
 def _tombstone(state: MachineState, event: ev.Tombstone) -> tuple[MachineState, Effects]:
     session = _session(state)
+    _check_settled(state, event)
     node_ids = tuple(dict.fromkeys(event.node_ids))
     if not node_ids:
         raise _refuse(state, event, "no node ids given")
@@ -571,12 +669,54 @@ def _tombstone(state: MachineState, event: ev.Tombstone) -> tuple[MachineState, 
                 f"node {node.node_id!r} would lose its parent {node.parent_id!r}: "
                 "tombstone whole orphan subtrees",
             )
+    return _send_tombstone(state, node_ids)
+
+
+def _send_tombstone(state: MachineState, node_ids: tuple[str, ...]) -> tuple[MachineState, Effects]:
+    """Hide ``node_ids`` (already checked against the resident graph; the
+    store checks them against the stored one)."""
     if not state.persistent:
         return _drop_resident(state, node_ids)
+    session_id = _session(state).session_id
     state, request_id = _request(
         state, lambda rid: Pending(rid, Purpose.TOMBSTONE, node_ids=node_ids)
     )
-    return state, [fx.TombstoneNodes(request_id, session.session_id, node_ids)]
+    return state, [fx.TombstoneNodes(request_id, session_id, node_ids)]
+
+
+def _tombstone_orphans(
+    state: MachineState, event: ev.TombstoneOrphans
+) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    _check_settled(state, event)
+    if not state.persistent:
+        return _orphans_to_tombstone(state, None)
+    state, request_id = _request(state, lambda rid: Pending(rid, Purpose.TOMBSTONE_ORPHANS))
+    return state, [fx.LoadGraph(request_id, session.session_id, FullGraph())]
+
+
+def _orphans_to_tombstone(
+    state: MachineState, read: StoredSession | None
+) -> tuple[MachineState, Effects]:
+    """Tombstone the orphans of the stored and resident graph, except what
+    must stay: uncommitted nodes and every ancestor of one."""
+    session = _session(state)
+    orphans = _orphans(session, read)
+    keep: set[str] = set()
+    if state.persistent:
+        parents = {node.node_id: node.parent_id for node in session.graph}
+        if read is not None:
+            for node in read.nodes:
+                parents.setdefault(node.node_id, node.parent_id)
+        for node in session.graph.since(session.saved_nodes):
+            current: str | None = node.node_id
+            while current is not None and current not in keep:
+                keep.add(current)
+                current = parents.get(current)
+    targets = tuple(node_id for node_id in orphans if node_id not in keep)
+    if not targets:
+        return state, [fx.ReplyTombstoned(0)]
+    return _send_tombstone(state, targets)
 
 
 def _drop_resident(
@@ -585,12 +725,18 @@ def _drop_resident(
     session = _session(state)
     resident = [node_id for node_id in node_ids if node_id in session.graph]
     if resident:
-        positions = [session.graph.position(node_id) for node_id in resident]
+        gone = set(resident)
+        positions = (session.graph.position(node_id) for node_id in gone)
         saved = session.saved_nodes - sum(
             1 for p in positions if p is not None and p < session.saved_nodes
         )
-        graph = session.graph.without(resident)
-        session = attrs.evolve(session, graph=graph, saved_nodes=saved)
+        session = attrs.evolve(
+            session,
+            graph=session.graph.without(gone),
+            saved_nodes=saved,
+            # No commit touches a node that is not in memory (rule 4).
+            repairs=tuple(r for r in session.repairs if r.node_id not in gone),
+        )
         state = _with_session(state, session)
     return state, [fx.ReplyTombstoned(len(resident) if count is None else count)]
 
@@ -611,13 +757,20 @@ def _check_committable(state: MachineState, event: object) -> None:
         raise _refuse(state, event, f"wait for outstanding requests first: {', '.join(busy)}")
 
 
-def _commit(state: MachineState, purpose: Purpose) -> tuple[MachineState, Effects]:
+def _commit(
+    state: MachineState, purpose: Purpose, *, retried: bool = False
+) -> tuple[MachineState, Effects]:
+    """Send the session's changes. A commit in doubt is sent again as it
+    was, under its own id (no edit can have come in between: rule 6)."""
     session = _session(state)
     delta = GraphDelta(
         leaf_id=session.graph.leaf_id,
         appended=session.graph.since(session.saved_nodes),
         reparented=session.repairs,
     )
+    commit_id = session.in_doubt
+    if commit_id is None and state.writer:
+        commit_id = f"{state.writer}:{state.next_request_id}"
     commit = SessionCommit(
         session_id=session.session_id,
         expected_head=session.head_revision,
@@ -629,8 +782,11 @@ def _commit(state: MachineState, purpose: Purpose) -> tuple[MachineState, Effect
         plugin_snapshot=session.plugin_snapshot,
         host_checkpoint=session.host_checkpoint,
         adopt_attachments=session.pending_attachments,
+        commit_id=commit_id,
     )
-    state, request_id = _request(state, lambda rid: Pending(rid, purpose))
+    state, request_id = _request(
+        state, lambda rid: Pending(rid, purpose, subject=commit_id, retried=retried)
+    )
     return attrs.evolve(state, phase=Phase.COMMITTING), [fx.Commit(request_id, commit)]
 
 
@@ -670,14 +826,25 @@ def _enter_parked(
 
 
 def _committed(state: MachineState, event: ev.Committed) -> tuple[MachineState, Effects]:
-    state, pending = _take(state, event, frozenset({Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK}))
+    state, pending = _take(state, event, COMMITS)
+    session = _session(state)
+    graph = session.graph
+    if state.residency is Residency.ACTIVE_PATH_ONLY and session.branched:
+        # Everything is stored now: what left the active path leaves memory
+        # (the residency's promise holds between parks too).
+        path = graph.active_path()
+        if len(path) != len(graph):
+            graph = SessionGraph.from_nodes(path, graph.leaf_id)
     session = attrs.evolve(
-        _session(state),
+        session,
+        graph=graph,
         head_revision=event.head_revision,
-        saved_nodes=len(_session(state).graph),
+        saved_nodes=len(graph),
         repairs=(),
         pending_attachments=(),
         dirty=False,
+        branched=False,
+        in_doubt=None,
     )
     saved: Effects = [fx.EmitLifecycle(fx.SessionSaved(session.session_id, event.head_revision))]
     if pending.purpose is Purpose.COMMIT_PARK:
@@ -693,25 +860,28 @@ def _operation(purpose: Purpose) -> str:
 def _commit_conflicted(
     state: MachineState, event: ev.CommitConflicted
 ) -> tuple[MachineState, Effects]:
-    state, pending = _take(state, event, frozenset({Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK}))
+    state, pending = _take(state, event, COMMITS)
     session = _session(state)
     conflict = fx.CommitConflict(session.session_id, session.head_revision, event.stored_head)
-    reply = fx.ReplyFailed(
-        _operation(pending.purpose),
-        "head_revision_conflict",
-        f"session {session.session_id!r}: another writer committed first "
-        f"(expected head {session.head_revision}, stored head {event.stored_head})",
-        event.stored_head,
-    )
+    error = HeadRevisionConflict(session.session_id, session.head_revision, event.stored_head)
+    reply = _failed(_operation(pending.purpose), error)
     return attrs.evolve(state, phase=Phase.ACTIVE), [fx.EmitLifecycle(conflict), reply]
 
 
 def _active_failed(state: MachineState, event: ev.EffectFailed) -> tuple[MachineState, Effects]:
-    """Any store request failed: the session stays as it was before it."""
+    """Any store request failed: the session stays as it was before it,
+    except that a commit whose outcome is unknown is sent again once, then
+    held in doubt (rule 6)."""
     state, pending = _take(state, event, frozenset(Purpose) - {Purpose.OPEN, Purpose.OPEN_FULL})
-    if pending.purpose in (Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK):
+    if pending.purpose in COMMITS:
         state = attrs.evolve(state, phase=Phase.ACTIVE)
-    return state, [fx.ReplyFailed(_operation(pending.purpose), event.error, event.message)]
+        if event.error is ErrorCode.COMMIT_OUTCOME_UNKNOWN and pending.subject is not None:
+            session = attrs.evolve(_session(state), in_doubt=pending.subject)
+            state = _with_session(state, session)
+            if not pending.retried:
+                return _commit(state, pending.purpose, retried=True)
+    reply = fx.ReplyFailed(_operation(pending.purpose), event.error, event.message, event.detail)
+    return state, [reply]
 
 
 def _close(state: MachineState, event: ev.Close) -> tuple[MachineState, Effects]:
@@ -748,7 +918,9 @@ TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
     (CLOSED, ev.Open): (_open, frozenset({OPENING, ACTIVE})),
     (CLOSED, ev.Restore): (_restore, frozenset({ACTIVE})),
     (CLOSED, ev.Resume): (_resume, frozenset({OPENING})),
+    (CLOSED, ev.Close): (_close_closed, frozenset({CLOSED})),
     (PARKED, ev.Resume): (_resume, frozenset({OPENING})),
+    (PARKED, ev.Park): (_park_parked, frozenset({PARKED})),
     (PARKED, ev.Close): (_close_parked, frozenset({CLOSED})),
     (OPENING, ev.GraphLoaded): (_opening_loaded, frozenset({OPENING, ACTIVE, CLOSED, PARKED})),
     (OPENING, ev.EffectFailed): (_opening_failed, frozenset({CLOSED, PARKED})),
@@ -761,6 +933,7 @@ TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
     (ACTIVE, ev.LoadNode): (_load_node, frozenset({ACTIVE})),
     (ACTIVE, ev.ListOrphans): (_list_orphans, frozenset({ACTIVE})),
     (ACTIVE, ev.Tombstone): (_tombstone, frozenset({ACTIVE})),
+    (ACTIVE, ev.TombstoneOrphans): (_tombstone_orphans, frozenset({ACTIVE})),
     (ACTIVE, ev.Save): (_save, frozenset({ACTIVE, COMMITTING})),
     (ACTIVE, ev.Park): (_park, frozenset({COMMITTING, PARKED})),
     (ACTIVE, ev.Close): (_close, frozenset({CLOSED})),

@@ -105,6 +105,11 @@ class SessionCommit:
     commit only when its head still equals it, and the new head revision is
     ``(expected_head or 0) + 1``. ``fencing_token`` is the execution lease's
     token when the session holds one.
+
+    ``commit_id`` names this commit (the machine makes it unique per
+    writer and keeps it for a retry): a store that already applied a
+    commit with that id answers a retry of it with the head revision it
+    made, instead of a conflict. ``None``: no retry is recognised.
     """
 
     session_id: str
@@ -118,6 +123,7 @@ class SessionCommit:
     host_checkpoint: JSON = None
     adopt_attachments: tuple[str, ...] = ()
     fencing_token: int | None = None
+    commit_id: str | None = None
 
 
 @attrs.frozen

@@ -45,22 +45,28 @@ class Purpose(enum.StrEnum):
     LIST_ORPHANS = "list_orphans"
     BRANCH = "branch"
     TOMBSTONE = "tombstone"
+    TOMBSTONE_ORPHANS = "tombstone_orphans"
     INTENT = "intent"
 
 
 #: Requests whose results change the session (a save must not race them).
-MUTATING = frozenset({Purpose.BRANCH, Purpose.TOMBSTONE, Purpose.INTENT})
+MUTATING = frozenset({Purpose.BRANCH, Purpose.TOMBSTONE, Purpose.TOMBSTONE_ORPHANS, Purpose.INTENT})
+#: The requests of a commit.
+COMMITS = frozenset({Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK})
 
 
 @attrs.frozen
 class Pending:
     """One request the machine waits for. ``subject`` is the node, branch
-    target or attachment the request is about, when it has one."""
+    target, attachment or commit id the request is about, when it has one;
+    ``retried`` marks a commit already sent again once after its outcome
+    was unknown."""
 
     request_id: int
     purpose: Purpose
     subject: str | None = None
     node_ids: tuple[str, ...] = ()
+    retried: bool = False
 
 
 @attrs.frozen
@@ -70,7 +76,11 @@ class SessionState:
     The graph's first ``saved_nodes`` nodes are stored; the rest were
     appended since the last commit. ``repairs`` are parent pointers healing
     changed that the next commit writes. ``dirty`` is true when anything
-    changed since the last commit.
+    changed since the last commit; ``branched`` when the leaf moved off
+    the newest branch since then (so committed nodes may have left the
+    active path). ``in_doubt`` is the id of a commit whose outcome is
+    unknown (the connection failed while it was in flight): edits wait
+    until a save or park settles it by sending that same commit again.
     """
 
     session_id: str
@@ -86,6 +96,8 @@ class SessionState:
     saved_nodes: int = 0
     repairs: tuple[Reparent, ...] = ()
     dirty: bool = False
+    branched: bool = False
+    in_doubt: str | None = None
 
     @property
     def current_frame(self) -> AgentFrame:
@@ -110,7 +122,9 @@ class SessionState:
 
 @attrs.frozen
 class OpenContext:
-    """What an open or resume in flight was asked for."""
+    """What an open or resume in flight was asked for. ``expect_stored``
+    is true for the resume of a handle that was committed: the store must
+    then have the session (it is never created afresh)."""
 
     session_id: str
     policy: SessionPolicy
@@ -118,12 +132,19 @@ class OpenContext:
     residency: Residency
     return_to: Phase
     parked: ParkedSession | None = None
+    expect_stored: bool = False
 
 
 @attrs.frozen
 class MachineState:
     """Everything :func:`~lash_machine.step` needs; start from
-    :meth:`MachineState.initial` (or :meth:`MachineState.closed`)."""
+    :meth:`MachineState.initial`.
+
+    ``writer`` is the id this incarnation of the session commits under
+    (given by ``Open``, ``Restore`` or ``Resume``); commit ids are made from
+    it, so a retried commit is recognised by the store. Empty: commits
+    carry no id.
+    """
 
     phase: Phase = Phase.CLOSED
     session: SessionState | None = None
@@ -133,6 +154,7 @@ class MachineState:
     residency: Residency = Residency.KEEP_ALL
     outstanding: immutables.Map[int, Pending] = attrs.field(factory=immutables.Map)
     next_request_id: int = 1
+    writer: str = ""
 
     @classmethod
     def initial(cls) -> MachineState:

@@ -30,21 +30,11 @@ from typing import Protocol
 from . import effects as fx
 from . import events as ev
 from . import wire
-from .drivers.store_effects import STORE_REQUESTS, Outcome, StoreFailure, carry_out
-from .errors import WireError
+from .drivers.store_effects import Outcome, carry_out
+from .errors import CommitOutcomeUnknown, ErrorCode, StoreFailure, WireError
 from .stores.base import SessionStore
 
 __all__ = ["LineReader", "LineWriter", "RemoteStore", "serve_store"]
-
-_RESULTS = (
-    ev.GraphLoaded,
-    ev.LoadNodeResult,
-    ev.Committed,
-    ev.CommitConflicted,
-    ev.Tombstoned,
-    ev.IntentRecorded,
-    ev.EffectFailed,
-)
 
 
 class LineReader(Protocol):
@@ -79,13 +69,13 @@ def _request_id(line: bytes) -> int | None:
 
 
 def _failed(request_id: int, error: WireError) -> str:
-    return wire.dumps(ev.EffectFailed(request_id, "wire_error", str(error)))
+    return wire.dumps(ev.EffectFailed(request_id, ErrorCode.WIRE_ERROR, str(error)))
 
 
 def _answer(store: SessionStore, line: bytes) -> str:
     try:
         request: wire.Message = wire.loads(line)
-        if not isinstance(request, STORE_REQUESTS):
+        if not isinstance(request, fx.StoreRequest):
             raise WireError(
                 "unexpected message", [f"{type(request).__name__} is not a store request"]
             )
@@ -142,6 +132,7 @@ class RemoteStore:
         self._writer = writer
         self._lock = threading.Lock()
         self._broken: str | None = None
+        self._sent = False
 
     def __call__(self, request: fx.StoreRequest) -> Outcome:
         """Carry ``request`` out remotely; failures come back as
@@ -150,34 +141,47 @@ class RemoteStore:
         try:
             line = wire.dumps(request).encode() + b"\n"
         except WireError as error:
-            return Outcome(ev.EffectFailed(rid, "wire_error", str(error)), error)
+            return Outcome(ev.EffectFailed(rid, ErrorCode.WIRE_ERROR, str(error)), error)
         with self._lock:
             try:
                 result = self._exchange(line, rid)
             except (OSError, WireError) as error:
                 # Whatever was half-sent or half-read, the stream is out of step now.
                 self._broken = self._broken or str(error)
-                failure = StoreFailure(type(request).__name__, "transport_error", str(error))
-                failure.__cause__ = error
-                return Outcome(ev.EffectFailed(rid, "transport_error", str(error)), failure)
+                return Outcome(ev.EffectFailed(rid, *self._lost(request, error)), None)
         return Outcome(result)
 
     def _exchange(self, line: bytes, request_id: int) -> ev.Result:
+        self._sent = False
         if self._broken is not None:
             raise ConnectionError(f"the connection to the store is broken: {self._broken}")
+        self._sent = True  # from here on, the store may have the request
         self._writer.write(line)
         self._writer.flush()
         answer = self._reader.readline()
         if not answer:
             raise ConnectionError("the store process closed the connection")
         result: wire.Message = wire.loads(answer)
-        if not isinstance(result, _RESULTS):
+        if not isinstance(result, ev.Result):
             raise WireError("unexpected answer", [f"{type(result).__name__} is not a result"])
         if result.request_id != request_id:
             raise WireError(
                 "unexpected answer", [f"answers request {result.request_id}, not {request_id}"]
             )
         return result
+
+    def _lost(self, request: fx.StoreRequest, error: Exception) -> tuple[ErrorCode, str]:
+        """How a request whose answer never came fails: a commit that may
+        have reached the store is in doubt (the session sends it again, by
+        its id, once reconnected); anything else is a transport error."""
+        if isinstance(request, fx.Commit) and self._sent:
+            unknown = CommitOutcomeUnknown(
+                f"session {request.commit.session_id!r}: the answer to the commit was lost"
+                f" ({error}); it may have been applied"
+            )
+            return unknown.code, str(unknown)
+        failure = StoreFailure(type(request).__name__, ErrorCode.TRANSPORT_ERROR, str(error))
+        return ErrorCode.TRANSPORT_ERROR, str(failure)
 
     def close(self) -> None:
         """Close the writing end: the serving side sees the end of its stream."""

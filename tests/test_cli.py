@@ -4,134 +4,40 @@ files and a PostgreSQL schema."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import re
 import socket
-import sqlite3
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
 import pytest
+from cli_support import DATABASES, POLICY, Db, cli, empty_database, fresh_schema, load, seed
 
-from lash_machine import ModelSpec, SessionPolicy, wire
-from lash_machine.drivers.blocking import Driver
-from lash_machine.persisted import FullGraph, StoredSession
-from lash_machine.stores import SQLiteStore
-from lash_machine.stores.base import SessionStore
+from lash_machine import wire
+from lash_machine.persisted import StoredSession
 from lash_machine.stores.leases import LeaseStore
-
-POLICY = SessionPolicy(ModelSpec("test-model"), provider_id="test")
-ENV = {**os.environ, "COLUMNS": "100", "PYTHONIOENCODING": "utf-8"}
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m lash_machine ARGS``."""
-    result = subprocess.run(
-        [sys.executable, "-m", "lash_machine", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env=ENV,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-@attrs.frozen
-class Db:
-    """A database under test: the CLI arguments naming it, a store on it,
-    and raw SQL (``?`` placeholders) to damage it."""
-
-    kind: str
-    args: tuple[str, ...]
-    open: Callable[[], SessionStore]
-    sql: Callable[[str, tuple[object, ...]], None]
-
-
-def _sqlite_db(path: Path) -> Db:
-    def sql(query: str, params: tuple[object, ...]) -> None:
-        with sqlite3.connect(path) as conn:
-            conn.execute(query, params)
-        conn.close()
-
-    return Db("sqlite", ("--db", str(path)), lambda: SQLiteStore(path), sql)
 
 
 @pytest.fixture
 def postgres_schema(postgres_dsn: str) -> Iterator[str]:
     """A DSN whose search_path is a fresh, empty schema."""
-    import psycopg
-    from psycopg import sql
-
-    name = f"cli_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(postgres_dsn, options=f"-c search_path={name}")
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+    with fresh_schema(postgres_dsn) as dsn:
+        yield dsn
 
 
-def _postgres_db(dsn: str) -> Db:
-    import psycopg
-
-    from lash_machine.stores.postgres import PostgresStore
-
-    def sql(query: str, params: tuple[object, ...]) -> None:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(query.replace("?", "%s"), params)
-
-    return Db("postgres", ("--dsn", dsn), lambda: PostgresStore(dsn, max_size=2), sql)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
     """A database with the lash-machine schema and no sessions."""
-    if request.param == "sqlite":
-        db = _sqlite_db(tmp_path / "sessions.sqlite3")
-    else:
-        db = _postgres_db(request.getfixturevalue("postgres_schema"))
-    db.open().close()
-    return db
+    return empty_database(
+        request.param, tmp_path, lambda: request.getfixturevalue("postgres_schema")
+    )
 
 
 @pytest.fixture
 def db(empty_db: Db) -> Db:
-    """Two sessions. ``s-main``: n1 -> n2 -> n3, then a branch back to n2
-    and n4, so n3 is an orphan and n4 the leaf. ``s-other``: one node."""
-    counter = itertools.count(1)
-    store = empty_db.open()
-    try:
-        with Driver(store, ids=lambda: f"n{next(counter)}") as driver:
-            session = driver.open(POLICY, "s-main")
-            session.append({"role": "user", "content": "Plan a weekend in Lisbon."})
-            answer = session.append({"role": "assistant", "content": "Alfama, then Belem."})
-            session.append({"role": "user", "content": "Make it cheaper."})
-            session.branch(answer.node_id)
-            session.append({"role": "user", "content": "Swap day 2 for Sintra."})
-            session.park()
-            other = driver.open(POLICY, "s-other")
-            other.append({"role": "user", "content": "hello"})
-            other.park()
-    finally:
-        store.close()
-    return empty_db
-
-
-def _load(db: Db, session_id: str) -> StoredSession | None:
-    store = db.open()
-    try:
-        return store.load_graph(session_id, FullGraph())
-    finally:
-        store.close()
+    """Two sessions (see :func:`cli_support.seed`)."""
+    return seed(empty_db)
 
 
 # ---- reading ---------------------------------------------------------------------
@@ -207,7 +113,7 @@ def test_orphans_prune_and_vacuum(db: Db) -> None:
 
     vacuumed = cli("vacuum", *db.args)
     assert (vacuumed.returncode, vacuumed.stdout) == (0, "vacuum: removed 1 tombstoned node\n")
-    stored = _load(db, "s-main")
+    stored = load(db, "s-main")
     assert stored is not None
     assert [n.node_id for n in stored.nodes] == ["n1", "n2", "n4"]
 
@@ -227,13 +133,13 @@ def test_check_finds_a_graph_to_repair_and_heal_commits_the_repair(db: Db) -> No
     dry = cli("heal", "s-main", *db.args)
     assert dry.returncode == 1
     assert "dry run: nothing written" in dry.stdout
-    unchanged = _load(db, "s-main")
+    unchanged = load(db, "s-main")
     assert unchanged is not None and unchanged.head_revision == 1
 
     applied = cli("heal", "s-main", "--apply", *db.args)
     assert applied.returncode == 0, applied.stderr
     assert "committed the repairs: head revision 1 -> 2" in applied.stdout
-    healed = _load(db, "s-main")
+    healed = load(db, "s-main")
     assert healed is not None
     assert {n.node_id: n.parent_id for n in healed.nodes}["n2"] is None
 
@@ -279,7 +185,7 @@ def test_export_then_import_recreates_the_session(db: Db, tmp_path: Path) -> Non
     imported = cli("import", str(target), *db.args)
     assert imported.returncode == 0, imported.stderr
     assert "imported session s-main (4 nodes) at head revision 1" in imported.stdout
-    after = _load(db, "s-main")
+    after = load(db, "s-main")
     assert after is not None
     assert (after.nodes, after.leaf_id, after.frames) == (
         before.nodes,

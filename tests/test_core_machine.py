@@ -183,7 +183,7 @@ def test_conflict_keeps_every_edit_and_the_retry_sends_them_again() -> None:
     state, out = step(state, ev.CommitConflicted(first.request_id, 4))
     assert state.phase is Phase.ACTIVE
     failed = request_of(out, fx.ReplyFailed)
-    assert failed.error == "head_revision_conflict" and failed.stored_head == 4
+    assert failed.error == "head_revision_conflict" and failed.detail["actual"] == 4
     state, out = step(state, ev.Save())
     retry = request_of(out, fx.Commit)
     assert retry.commit.delta == first.commit.delta
@@ -282,7 +282,7 @@ def test_branch_to_a_non_resident_node_loads_its_path() -> None:
     _, out = step(state, ev.BranchTo("nope"))
     miss = request_of(out, fx.LoadGraph)
     _, out = step(_, ev.GraphLoaded(miss.request_id, read([], "b")))
-    assert request_of(out, fx.ReplyFailed).error == "unknown_node"
+    assert request_of(out, fx.ReplyFailed).error == "invalid_event"
 
 
 def test_attachment_intent_comes_first_and_the_next_commit_adopts_it() -> None:

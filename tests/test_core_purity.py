@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-CORE = ["model", "graph", "persisted", "state", "events", "effects", "machine", "errors", "wire"]
+CORE = [
+    "model",
+    "content",
+    "graph",
+    "persisted",
+    "state",
+    "events",
+    "effects",
+    "machine",
+    "errors",
+    "wire",
+]
 FORBIDDEN = {
     "asyncio",
     "trio",

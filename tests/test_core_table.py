@@ -45,6 +45,7 @@ VALID: dict[type, Prepare] = {
     ev.RecordAttachment: lambda s: (s, ev.RecordAttachment("att", "file:///x", 2.0)),
     ev.LoadNode: lambda s: (s, ev.LoadNode("elsewhere")),
     ev.ListOrphans: lambda s: (s, ev.ListOrphans()),
+    ev.TombstoneOrphans: lambda s: (s, ev.TombstoneOrphans()),
     ev.Tombstone: lambda s: (s, ev.Tombstone(("c",))),
     ev.Save: lambda s: (s, ev.Save()),
     ev.Park: lambda s: (s, ev.Park()),

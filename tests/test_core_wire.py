@@ -29,7 +29,7 @@ from lash_machine import (
     wire,
 )
 from lash_machine import effects as fx
-from lash_machine.drivers.store_effects import STORE_REQUESTS, carry_out
+from lash_machine.drivers.store_effects import carry_out
 from lash_machine.state import Purpose
 from lash_machine.stores import MemoryStore
 from lash_machine.testing.strategies import effects, machine_states
@@ -130,7 +130,7 @@ def drive(store: MemoryStore, state: MachineState, *commands: Any) -> tuple[Mach
         while queue:
             effect = queue.popleft()
             out.append(effect)
-            if isinstance(effect, STORE_REQUESTS):
+            if isinstance(effect, fx.StoreRequest):
                 state, more = step(state, carry_out(store, effect).result)
                 queue.extend(more)
     return state, out

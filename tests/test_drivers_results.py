@@ -28,9 +28,9 @@ from lash_machine import (
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
-from lash_machine.drivers import Hooks, Outcome, StoreFailure, StoreRunner
-from lash_machine.drivers._core import SessionCore
-from lash_machine.drivers.store_effects import failure_code
+from lash_machine.drivers import Hooks, Outcome, StoreRunner
+from lash_machine.drivers._loop import SessionLoop
+from lash_machine.errors import ErrorCode, StoreFailure, failure_of
 from lash_machine.stores import SQLiteStore
 
 Forgery = Callable[[fx.StoreRequest, Outcome], Outcome]
@@ -95,7 +95,7 @@ def test_drivers_never_feed_a_forged_result(driver: str, tmp_path: Path) -> None
         )
         with pytest.raises(StoreFailure) as failure:
             await session.save()
-        assert failure.value.code == "protocol_error"
+        assert failure.value.failure_code == "protocol_error"
         # The machine got an EffectFailed for its own request, never the forgery.
         assert [type(e) for e in fed] == [ev.Save, ev.EffectFailed]
         assert session.phase is Phase.ACTIVE and not session._core.state.outstanding
@@ -174,8 +174,16 @@ def test_store_errors_map_to_codes_and_are_raised_as_themselves(
 
 
 def test_a_failure_from_afar_is_rebuilt_from_its_code() -> None:
-    core = SessionCore(None, Hooks(), lambda: 0.0, lambda: "id")
-    reply = fx.ReplyFailed("save", "corrupt_row", "corrupt row in session 's'")
-    failure = core.failure(reply, None)
-    assert isinstance(failure, StoreFailure) and failure.code == "corrupt_row"
-    assert failure_code(HeadRevisionConflict("s", 1, 2)) == "head_revision_conflict"
+    """A failure that arrives as data (over a transport) is raised as the
+    exception its code names, with the fields it travelled with."""
+    core = SessionLoop(None, Hooks(), lambda: 0.0, lambda: "id")
+    code, message, detail = failure_of(CorruptRow("s", "n", "bad JSON"))
+    core._reply = fx.ReplyFailed("save", code, message, detail)
+    with pytest.raises(CorruptRow) as failure:
+        core.answer()
+    assert (failure.value.session_id, failure.value.node_id) == ("s", "n")
+    assert failure_of(HeadRevisionConflict("s", 1, 2))[0] is ErrorCode.HEAD_REVISION_CONFLICT
+    core._reply = fx.ReplyFailed("save", ErrorCode.TRANSPORT_ERROR, "the pipe broke")
+    with pytest.raises(StoreFailure) as unknown:
+        core.answer()
+    assert unknown.value.failure_code == "transport_error"

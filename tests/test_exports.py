@@ -38,4 +38,6 @@ def test_package_exports_every_public_record_of_the_core() -> None:
     for module_name in ("model", "graph", "persisted", "errors"):
         module = importlib.import_module(f"lash_machine.{module_name}")
         for export in getattr(module, "__all__", []):
+            if module_name == "errors" and inspect.isfunction(getattr(module, export)):
+                continue  # failure_of and error_from_failure are for transport writers
             assert export in lash_machine.__all__, f"lash_machine does not export {export}"

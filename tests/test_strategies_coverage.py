@@ -13,6 +13,7 @@ every value of every enum appears.
 
 from __future__ import annotations
 
+import enum
 import types
 from collections import defaultdict
 from typing import Any, Literal, Union, get_args, get_origin
@@ -21,7 +22,7 @@ import attrs
 import immutables
 from hypothesis import HealthCheck, given, settings
 
-from lash_machine import NodeKind, Phase, Residency, SessionGraph, SessionNode, wire
+from lash_machine import ErrorCode, NodeKind, Phase, Residency, SessionGraph, SessionNode, wire
 from lash_machine import effects as fx
 from lash_machine import events as ev
 from lash_machine.state import Purpose
@@ -33,10 +34,13 @@ LIFECYCLE = get_args(fx.LifecycleEvent)
 #: walk: every event and effect type on its own (so that none is left to
 #: the luck of a draw among thirty), then machine states and their parts,
 #: stored sessions and commits.
+#: Failures carry one of many error codes: more examples, to see each.
+_MORE = {ev.EffectFailed: 150, fx.ReplyFailed: 150}
+
 MESSAGES = [
-    *((strategies.events(kind), 20) for kind in get_args(ev.Event)),
+    *((strategies.events(kind), _MORE.get(kind, 20)) for kind in get_args(ev.Event)),
     *(
-        (strategies.effects(kind), 20)
+        (strategies.effects(kind), _MORE.get(kind, 20))
         for kind in (*get_args(fx.Effect), *LIFECYCLE)
         if kind is not fx.EmitLifecycle
     ),
@@ -72,6 +76,18 @@ def _records(root: Any) -> set[type]:
 
 
 RECORDS = _records(wire.Message)
+
+
+def _enums(records: set[type]) -> set[type[enum.Enum]]:
+    """Every enum a field of these records may hold."""
+    found: set[type[enum.Enum]] = set()
+    todo = [kind for cls in records for kind in _field_types(cls).values()]
+    while todo:
+        kind = todo.pop()
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            found.add(kind)
+        todo.extend(get_args(kind))
+    return found
 
 
 class Seen:
@@ -145,12 +161,15 @@ def _problems(
         missing = set(get_args(kind)) - set(values)
         if missing:
             problems.append(f"{where} never takes {sorted(missing)}")
-    collection = get_origin(kind) in (tuple, list) or get_origin(kind) is immutables.Map
+    collection = get_origin(kind) in (tuple, list, dict) or get_origin(kind) is immutables.Map
     if collection and not any(len(v) for v in values):
         problems.append(f"{where} is always empty")
     if len({repr(v)[:200] for v in values}) < 2:
         problems.append(f"{where} is a constant")
     return problems
+
+
+ENUMS = _enums(RECORDS)
 
 
 def test_the_record_walk_finds_the_records_the_issue_names() -> None:
@@ -160,6 +179,7 @@ def test_the_record_walk_finds_the_records_the_issue_names() -> None:
 
     assert {OpenContext, Pending, SessionState, SessionGraph, fx.SessionHealed} <= RECORDS
     assert set(get_args(ev.Event)) <= RECORDS and set(get_args(fx.Effect)) <= RECORDS
+    assert {NodeKind, Residency, Phase, Purpose, ErrorCode} <= ENUMS
 
 
 def test_strategies_reach_every_field_with_non_default_values() -> None:
@@ -182,7 +202,7 @@ def test_strategies_reach_every_field_with_non_default_values() -> None:
         problems = [f"{cls.__name__} is never generated" for cls in RECORDS - seen.classes]
     # Every value of every enum, in some field (a field may rightly hold a
     # few: an open in flight returns to closed or parked, never active).
-    for kind in (NodeKind, Residency, Phase, Purpose):
+    for kind in ENUMS:
         taken = {v for (_, _), values in seen.values.items() for v in values if isinstance(v, kind)}
         problems += [f"{kind.__name__}.{m.name} is never generated" for m in set(kind) - taken]
     for cls in sorted(RECORDS & seen.classes, key=lambda c: c.__name__):

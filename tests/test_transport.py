@@ -16,22 +16,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from test_drivers_support import DRIVERS, POLICY, run_scenario
 
 from lash_machine import (
-    ActivePath,
     FullGraph,
     HeadRevisionConflict,
     Phase,
     Residency,
+    SessionNode,
     WireError,
     wire,
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
-from lash_machine.drivers import StoreFailure
 from lash_machine.drivers.asyncio import Driver
+from lash_machine.errors import StoreFailure
 from lash_machine.stores import MemoryStore, SQLiteStore
 from lash_machine.testing.conformance import make_commit, make_node
 from lash_machine.transport import RemoteStore, serve_store
@@ -121,7 +122,7 @@ def test_a_lost_connection_fails_calls_and_leaves_the_session_usable(spawn: Spaw
         for _ in range(2):  # and again: the broken stream fails fast
             with pytest.raises(StoreFailure) as failure:
                 await session.save()
-            assert failure.value.code == "transport_error"
+            assert failure.value.failure_code == "transport_error"
             assert session.phase is Phase.ACTIVE and not session._core.state.outstanding
         await session.close(discard=True)
 
@@ -194,7 +195,7 @@ def test_remote_store_refuses_an_answer_to_another_request() -> None:
 
 def _legacy_infinite_body(path: Path) -> None:
     """A session whose node body holds an infinity, as a row written before
-    bodies were checked: SQLite reads ``Infinity`` back as a float."""
+    bodies were checked."""
     store = SQLiteStore(path)
     try:
         store.commit(make_commit("legacy", None, [make_node("a", None, {"x": 1})]))
@@ -202,61 +203,45 @@ def _legacy_infinite_body(path: Path) -> None:
         store.close()
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("UPDATE lash_nodes SET body = '{\"x\": Infinity}' WHERE node_id = 'a'")
-    store = SQLiteStore(path)
-    try:  # the premise: the store reads the value back, JSON text cannot carry it
-        node = store.load_node("legacy", "a")
-        assert node is not None and node.body == {"x": math.inf}
-    finally:
-        store.close()
 
 
-def test_a_result_that_cannot_be_encoded_is_answered_as_a_wire_error(
+def test_a_legacy_row_fails_its_reads_and_the_store_process_serves_on(
     spawn: Spawn, tmp_path: Path
 ) -> None:
     _legacy_infinite_body(tmp_path / "sessions.db")
     remote, child = spawn()
-    for request in (
-        fx.LoadNode(1, "legacy", "a"),
-        fx.LoadGraph(2, "legacy", FullGraph()),
-        fx.LoadGraph(3, "legacy", ActivePath()),
-    ):
+    for request in (fx.LoadNode(1, "legacy", "a"), fx.LoadGraph(2, "legacy", FullGraph())):
         result = remote(request).result
         assert isinstance(result, ev.EffectFailed), result
-        assert (result.request_id, result.error) == (request.request_id, "wire_error")
-        assert "cannot encode" in result.message
-    # The process is still serving, in step.
-    assert remote(fx.LoadNode(4, "legacy", "missing")).result == ev.LoadNodeResult(4, None)
+        assert result.request_id == request.request_id
+        assert result.error in ("corrupt_row", "wire_error")
+    assert remote(fx.LoadNode(3, "legacy", "missing")).result == ev.LoadNodeResult(3, None)
     assert child.poll() is None
 
 
-def test_a_driver_reading_a_legacy_row_gets_a_typed_failure(spawn: Spawn, tmp_path: Path) -> None:
-    _legacy_infinite_body(tmp_path / "sessions.db")
-    remote, _ = spawn()
+class _HostStore(MemoryStore):
+    """A host's own store (the SessionStore protocol is public) that hands
+    back what JSON text cannot carry: an infinity in node ``a``'s body."""
 
-    async def main() -> None:
-        driver = Driver(runner=remote)
-        with pytest.raises(StoreFailure) as failure:
-            await driver.open(POLICY, "legacy")
-        assert failure.value.code == "wire_error"
-        # The connection is fine: another session opens over it.
-        session = await driver.open(POLICY, "fresh")
-        await session.append({"text": "hi"})
-        await session.save()
-
-    asyncio.run(main())
+    def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
+        node = super().load_node(session_id, node_id)
+        if node is None or node_id != "a":
+            return node
+        return attrs.evolve(node, body={"x": math.inf})
 
 
 class _Served:
     """serve_store in a thread on one end of a socket pair; requests go in
     as raw lines on the other end."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: MemoryStore | None = None) -> None:
         self.ours, theirs = socket.socketpair()
         self._theirs = theirs
         self.error: BaseException | None = None
         self.reader = self.ours.makefile("rb")
         self.writer = self.ours.makefile("wb")
-        self.thread = threading.Thread(target=self._serve, args=(MemoryStore(),))
+        self.store = store or MemoryStore()
+        self.thread = threading.Thread(target=self._serve, args=(self.store,))
         self.thread.start()
 
     def _serve(self, store: MemoryStore) -> None:
@@ -308,3 +293,43 @@ def test_a_line_nested_past_the_parser_stops_serving_with_a_wire_error(depth: in
     finally:
         served.stop()
     assert isinstance(served.error, WireError), repr(served.error)
+
+
+def test_a_result_that_cannot_be_encoded_is_answered_as_a_wire_error() -> None:
+    store = _HostStore()
+    store.commit(make_commit("host", None, [make_node("a", None, {"x": 1})]))
+    served = _Served(store)
+    try:
+        answer = served.ask(wire.dumps(fx.LoadNode(1, "host", "a")).encode())
+        assert isinstance(answer, ev.EffectFailed)
+        assert (answer.request_id, answer.error) == (1, "wire_error")
+        assert "cannot encode LoadNodeResult" in answer.message
+        # In step: the next request gets its own answer.
+        answer = served.ask(wire.dumps(fx.LoadNode(2, "host", "b")).encode())
+        assert answer == ev.LoadNodeResult(2, None)
+    finally:
+        served.stop()
+    assert served.error is None
+
+
+def test_a_driver_gets_a_typed_failure_for_a_result_that_cannot_be_sent() -> None:
+    store = _HostStore()
+    nodes = [make_node("r", None, {}), make_node("a", "r", {"x": 1})]
+    store.commit(make_commit("host", None, nodes, leaf_id="r"))
+    served = _Served(store)
+    remote = RemoteStore(served.reader, served.writer)
+
+    async def main() -> None:
+        driver = Driver(runner=remote)
+        session = await driver.open(POLICY, "host", residency=Residency.ACTIVE_PATH_ONLY)
+        # The failure's code names its exception: the driver raises it.
+        with pytest.raises(WireError, match="cannot encode LoadNodeResult"):
+            await session.load_node("a")  # off the path: read from the store
+        await session.append({"text": "still usable"})
+        await session.save()
+
+    try:
+        asyncio.run(main())
+    finally:
+        served.stop()
+    assert served.error is None

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import CorruptRow, HeadRevisionConflict, LeaseHeld, StoreError, WireError
+from ..stores._dsn import scrub
 from .exits import CliError, Exit
 from .parser import build_parser
 from .render import iso_time, printable
-from .target import Target, scrub
 
 __all__ = ["main"]
 
@@ -44,27 +44,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.command}: say where the sessions are: --db PATH (SQLite) or --dsn URL"
             " (PostgreSQL)"
         )
-    secrets = Target(dsn=args.dsn).secrets() if args.dsn is not None else []
+    dsn: str | None = getattr(args, "dsn", None)
     try:
         code: int = args.run(args)
     except CliError as error:
-        return _fail(error.message, error.code, secrets)
+        return _fail(error.message, error.code, dsn)
     except LeaseHeld as error:
         message = (
             f"session {printable(error.session_id)!r} is in use: {printable(error.owner)!r}"
             f" holds its lease until {iso_time(error.expires_at)}; retry once it parks"
             " or the lease expires"
         )
-        return _fail(message, Exit.CONFLICT, secrets)
+        return _fail(message, Exit.CONFLICT, dsn)
     except HeadRevisionConflict as error:
-        return _fail(str(error), Exit.CONFLICT, secrets)
+        return _fail(str(error), Exit.CONFLICT, dsn)
     except CorruptRow as error:
         hint = " (`lash-machine check` scans the whole database)"
-        return _fail(str(error) + hint, Exit.STORE, secrets)
+        return _fail(str(error) + hint, Exit.STORE, dsn)
     except StoreError as error:  # unreachable, foreign schema, I/O: the store said what
-        return _fail(str(error), Exit.STORE, secrets)
+        return _fail(str(error), Exit.STORE, dsn)
     except WireError as error:
-        return _fail(str(error), Exit.BAD_INPUT, secrets)
+        return _fail(str(error), Exit.BAD_INPUT, dsn)
     except KeyboardInterrupt:
         print("lash-machine: interrupted", file=sys.stderr)
         return _INTERRUPTED
@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _fail(message: str, code: Exit, secrets: list[str]) -> int:
-    print(f"lash-machine: error: {scrub(message, secrets)}", file=sys.stderr)
+def _fail(message: str, code: Exit, dsn: str | None) -> int:
+    # Whatever the message quotes (a driver's text may hold the password
+    # in any spelling), the password never reaches the terminal.
+    shown = message if dsn is None else scrub(message, dsn)
+    print(f"lash-machine: error: {shown}", file=sys.stderr)
     return int(code)

@@ -8,6 +8,9 @@ x.sqlite3``).
 from __future__ import annotations
 
 import argparse
+import datetime
+import re
+import time
 from collections.abc import Callable
 
 from .. import __version__
@@ -15,7 +18,7 @@ from . import maintain, reading, transfer
 from .demo import run_demo
 from .exits import EXIT_CODES_HELP, EXIT_CODES_POINTER
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "positive", "since", "since_time"]
 
 _DESCRIPTION = """\
 Look after lash-machine sessions stored in SQLite or PostgreSQL, or watch one
@@ -37,6 +40,50 @@ def _where(parser: argparse.ArgumentParser, default: object) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--db", metavar="PATH", default=default, help="a SQLite database file")
     group.add_argument("--dsn", metavar="URL", default=default, help="a PostgreSQL database")
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+#: Seconds per unit of a duration (``30d``).
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def since_time(text: str, now: float) -> float:
+    """The moment ``text`` names, in seconds since the epoch: an ISO 8601
+    date or time (UTC unless it carries an offset), or a duration back from
+    ``now`` (``30d``, ``1h30m``). Raises ValueError naming both forms."""
+    spelled = text.strip()
+    if _DURATION.fullmatch(spelled):
+        back = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(spelled))
+        return now - back
+    try:
+        moment = datetime.datetime.fromisoformat(spelled)
+    except ValueError:
+        raise ValueError(
+            f"not an ISO 8601 time (2024-05-01T12:00Z) nor a duration (30d, 12h): {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def since(text: str) -> float:
+    """An argparse type: :func:`since_time` from the current time."""
+    try:
+        return since_time(text, time.time())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
         " an existing file is refused, never overwritten or reused",
     )
 
-    sessions = command("sessions", reading.sessions, "list the stored sessions")
+    sessions = command(
+        "sessions",
+        reading.sessions,
+        "list the stored sessions",
+        more="Sessions are listed by id. --json prints an array of objects with\n"
+        "session_id, head_revision, node_count (live nodes) and updated_at (seconds\n"
+        "since the epoch, UTC).",
+    )
+    sessions.add_argument(
+        "--since",
+        metavar="TIME",
+        type=since,
+        help="only sessions updated at or after TIME: an ISO 8601 date or time"
+        " (2024-05-01, 2024-05-01T12:00Z; UTC unless it says otherwise), or a"
+        " duration back from now (30d, 12h, 1h30m; units s m h d w) meaning"
+        " updated within it",
+    )
+    sessions.add_argument(
+        "--limit", metavar="N", type=positive, help="list at most N sessions (the first by id)"
+    )
     sessions.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     show = command(
@@ -97,12 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
         "draw a session's graph as a tree",
         more="The margin marks the active path (*) and orphans (o, off the active path).\n"
         "A chain stays in its column; a fork indents. Node ids are shortened to a\n"
-        "unique prefix of at least 8 characters.",
+        "unique prefix of at least 8 characters.\n\n"
+        "--json prints one object: session_id, head_revision, policy,\n"
+        "current_frame_id, leaf_id, lease (null, or owner, token and expires_at),\n"
+        "active_path (node ids, root first), orphans (node ids), repairs (one\n"
+        "sentence per repair the graph needs; empty when it is sound) and nodes\n"
+        "(every live node: node_id, parent_id, kind, body, frame_id, created_at).",
     )
     show.add_argument("session", metavar="SESSION", help=_SESSION)
     show.add_argument("--full-ids", action="store_true", help="print whole node ids")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    orphans = command("orphans", reading.orphans, "list a session's nodes off the active path")
+    orphans = command(
+        "orphans",
+        reading.orphans,
+        "list a session's nodes off the active path",
+        more="--json prints an array of nodes, each an object with node_id, parent_id,\n"
+        "kind, body, frame_id and created_at (seconds since the epoch).",
+    )
     orphans.add_argument("session", metavar="SESSION", help=_SESSION)
     orphans.add_argument("--json", action="store_true", help="print the nodes as JSON")
 
@@ -124,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         reading.check,
         "scan sessions for graphs that need repair and corrupt rows (writes nothing)",
         more="Reads every session (or one) in full, decodes every row and heals each\n"
-        "graph in memory. Exit 1 when any session needs repair or has a corrupt row.",
+        "graph in memory. Exit 1 when any session needs repair or has a corrupt row.\n\n"
+        "--json prints an array of objects with session_id, status (ok,\n"
+        "needs_repair or corrupt), nodes (the live node count; null when corrupt)\n"
+        "and problems (one sentence each).",
     )
     check.add_argument("session", metavar="SESSION", nargs="?", help="only this session")
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -148,14 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
         "stdout or a file; `import` reads it back.",
     )
     export.add_argument("session", metavar="SESSION", help=_SESSION)
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE, not stdout: whole or not at all (an existing FILE is"
+        " refused with exit 6, unless --force)",
+    )
+    export.add_argument("--force", action="store_true", help="replace an existing FILE")
 
     import_ = command(
         "import",
         transfer.import_,
         "create a session from a wire-format export",
-        more="The session is created by one first commit, at head revision 1; an\n"
-        "existing session of that id is never touched (exit 6).",
+        more="Everything in the file is checked before the database is opened (ids,\n"
+        "node kinds, finite times and numbers, JSON bodies): bad input is exit 5,\n"
+        "naming the node and what is wrong. The session is created by one first\n"
+        "commit, at head revision 1; an existing session of that id is never\n"
+        "touched (exit 6).",
     )
     import_.add_argument("file", metavar="FILE", help="the export to read ('-' for stdin)")
     import_.add_argument(

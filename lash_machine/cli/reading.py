@@ -10,17 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import attrs
 
 from .. import wire
 from ..errors import CorruptRow
-from ..graph import heal_graph
-from ..persisted import FullGraph
+from ..graph import SessionGraph, heal_graph
+from ..persisted import FullGraph, StoredSession
 from ..stores.base import SessionStore
-from ..stores.leases import LeaseStore
+from ..stores.leases import Lease, LeaseStore
 from .exits import Exit
 from .lookup import find_session, plural, stored_graph, target_of, width
+from .progress import Progress
 from .render import (
     glyphs_for,
     iso_time,
@@ -33,20 +35,29 @@ from .render import (
 )
 from .target import open_store
 
-__all__ = ["check", "orphans", "sessions", "show"]
+__all__ = ["check", "orphans", "sessions", "show", "show_json"]
 
 
 def sessions(args: argparse.Namespace) -> int:
-    """``sessions``: every stored session with its head revision, live node
-    count and last update (``--json`` for scripts)."""
+    """``sessions [--since TIME] [--limit N]``: the stored sessions, by id,
+    with their head revision, live node count and last update (``--json``
+    for scripts). ``--since`` keeps those updated at or after a moment;
+    ``--limit`` the first N of what is left."""
     target = target_of(args)
     with open_store(target) as store:
         infos = store.list_sessions()
+    if args.since is not None:
+        infos = [info for info in infos if info.updated_at >= args.since]
+    hidden = 0
+    if args.limit is not None and len(infos) > args.limit:
+        hidden = len(infos) - args.limit
+        infos = infos[: args.limit]
     if args.json:
         print(json.dumps([attrs.asdict(info) for info in infos], indent=2))
         return Exit.OK
     if not infos:
-        print(f"no sessions in {target.label}")
+        since = "" if args.since is None else f" updated since {iso_time(args.since)}"
+        print(f"no sessions{since} in {target.label}")
         return Exit.OK
     rows = [
         (printable(i.session_id), str(i.head_revision), str(i.node_count), iso_time(i.updated_at))
@@ -54,17 +65,22 @@ def sessions(args: argparse.Namespace) -> int:
     ]
     for line in table(("SESSION", "HEAD", "NODES", "UPDATED (UTC)"), rows, right={1, 2}):
         print(line)
+    if hidden:
+        print(f"... and {plural(hidden, 'more session')} (--limit {args.limit})")
     return Exit.OK
 
 
 def show(args: argparse.Namespace) -> int:
     """``show SESSION``: the session's graph as a tree, the active path and
-    the orphans marked."""
+    the orphans marked (``--json``: see :func:`show_json`)."""
     target = target_of(args)
     with open_store(target) as store:
         stored = find_session(store, target, args.session)
         lease = store.current_lease(stored.session_id) if isinstance(store, LeaseStore) else None
     graph = stored_graph(stored)
+    if args.json:
+        print(json.dumps(show_json(stored, graph, lease), indent=2))
+        return Exit.OK
     on_path = len(graph.active_path())
     policy = stored.policy
     model = printable(policy.model.id) + (
@@ -96,6 +112,31 @@ def show(args: argparse.Namespace) -> int:
             f" see `lash-machine heal {printable(stored.session_id)}`"
         )
     return Exit.OK
+
+
+def show_json(stored: StoredSession, graph: SessionGraph, lease: Lease | None) -> dict[str, Any]:
+    """What ``show --json`` prints: one object with ``session_id``,
+    ``head_revision``, ``policy`` (as stored), ``current_frame_id``,
+    ``leaf_id``, ``lease`` (``null`` or ``owner``, ``token`` and
+    ``expires_at`` in seconds since the epoch), ``active_path`` (node ids,
+    root first), ``orphans`` (node ids off the active path), ``repairs``
+    (one sentence per repair healing would make; empty for a sound graph)
+    and ``nodes`` (every live node, as ``orphans --json`` prints them)."""
+    _, report = heal_graph(graph)
+    return {
+        "session_id": stored.session_id,
+        "head_revision": stored.head_revision,
+        "policy": wire.unstructure(stored.policy),
+        "current_frame_id": stored.current_frame_id,
+        "leaf_id": stored.leaf_id,
+        "lease": None
+        if lease is None
+        else {"owner": lease.owner, "token": lease.token, "expires_at": lease.expires_at},
+        "active_path": [node.node_id for node in graph.active_path()],
+        "orphans": list(graph.orphan_ids()),
+        "repairs": repair_lines(report),
+        "nodes": [wire.unstructure(node) for node in stored.nodes],
+    }
 
 
 def orphans(args: argparse.Namespace) -> int:
@@ -153,7 +194,17 @@ def check(args: argparse.Namespace) -> int:
                 session_ids = [error.session_id]
         else:
             session_ids = [info.session_id for info in store.list_sessions()]
-        results = [r for sid in session_ids if (r := _check_one(store, sid)) is not None]
+        progress = Progress("check")
+        results = []
+        try:
+            for done, session_id in enumerate(session_ids):
+                progress.count(done, len(session_ids), "sessions")
+                checked = _check_one(store, session_id)
+                if checked is not None:
+                    results.append(checked)
+            progress.count(len(session_ids), len(session_ids), "sessions")
+        finally:
+            progress.done()
     bad = [r for r in results if r.status != "ok"]
     if args.json:
         print(json.dumps([attrs.asdict(r) for r in results], indent=2))

@@ -5,16 +5,17 @@ are checked *before* a store is built, because building one creates the
 schema when it is missing: an operator command must never turn a mistyped
 path into a new, empty database, nor write to a file that is not ours.
 
-A DSN may hold a password. It is never printed: :func:`redact` hides it
-in the DSN, and :func:`scrub` removes it from any message (a driver's error
-text may echo parts of the connection string).
+A DSN may hold a password. It is never printed: messages name a
+PostgreSQL database by its :func:`~lash_machine.stores._dsn.redact`-ed DSN,
+and ``main`` passes every error through
+:func:`~lash_machine.stores._dsn.scrub` (a driver's error text may echo
+parts of the connection string). Both are the stores' own functions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
@@ -22,11 +23,12 @@ from collections.abc import Iterator
 import attrs
 
 from ..errors import SchemaVersionMismatch
+from ..stores._dsn import redact
 from ..stores.base import SCHEMA_VERSION, SessionStore
 from ..stores.sqlite import SQLiteStore
 from .exits import CliError, Exit
 
-__all__ = ["CONNECT_TIMEOUT", "Target", "open_store", "redact", "scrub"]
+__all__ = ["CONNECT_TIMEOUT", "Target", "open_store"]
 
 #: Seconds to wait for a PostgreSQL server before calling it unreachable.
 CONNECT_TIMEOUT = 3
@@ -38,10 +40,6 @@ _CREATE_HINT = (
 
 #: The first 16 bytes of every SQLite 3 database file.
 _SQLITE_HEADER = b"SQLite format 3\x00"
-
-_URI_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:)(?P<secret>[^@/]*)(?=@)")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&]*)")
 
 
 @attrs.frozen
@@ -62,42 +60,6 @@ class Target:
             return self.db
         assert self.dsn is not None
         return redact(self.dsn)
-
-    def secrets(self) -> list[str]:
-        """Text that must never be printed: the DSN's password, in every
-        spelling it may appear in."""
-        if self.dsn is None:
-            return []
-        found: set[str] = set()
-        for pattern in _patterns(self.dsn):
-            for match in pattern.finditer(self.dsn):
-                raw = match.group("secret")
-                found.update({raw, raw.strip("'"), urllib.parse.unquote(raw)})
-        found -= {"", "***"}
-        # Longest first: a password that contains another is replaced whole.
-        return sorted(found, key=len, reverse=True)
-
-
-def _patterns(dsn: str) -> tuple[re.Pattern[str], ...]:
-    """Where a password sits: in a URI's user info or query, or in a
-    ``key=value`` string's ``password`` (which may hold ``&``)."""
-    if "://" in dsn:
-        return (_URI_PASSWORD, _QUERY_PASSWORD)
-    return (_KEYWORD_PASSWORD,)
-
-
-def redact(dsn: str) -> str:
-    """``dsn`` with its password replaced by ``***`` (URI or key=value form)."""
-    for pattern in _patterns(dsn):
-        dsn = pattern.sub(lambda m: m.group("head") + "***", dsn)
-    return dsn
-
-
-def scrub(message: str, secrets: list[str]) -> str:
-    """``message`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
 
 
 @contextlib.contextmanager
@@ -132,14 +94,20 @@ def _open_sqlite(path: str, create: bool, create_hint: str) -> SessionStore:
         if create:
             return SQLiteStore(path)
         raise CliError(f"{path}: no such file ({create_hint})", Exit.NOT_FOUND)
-    _probe_sqlite(path)
+    _probe_sqlite(path, create)
     return SQLiteStore(path)
 
 
-def _probe_sqlite(path: str) -> None:
+def _probe_sqlite(path: str, create: bool) -> None:
     """Check, without writing to it, that ``path`` is a lash-machine database
     of our schema version. Opening a store on a foreign file would switch
-    it to WAL mode and, when it is empty, create our tables in it."""
+    it to WAL mode and, when it is empty, create our tables in it.
+
+    With ``create``, a SQLite database without tables or version is new:
+    it is what another process creating this database at the same moment
+    has made so far (the store creates the schema under the write lock,
+    so only one of them does).
+    """
     try:
         with open(path, "rb") as file:
             header = file.read(len(_SQLITE_HEADER))
@@ -155,12 +123,18 @@ def _probe_sqlite(path: str) -> None:
     except sqlite3.Error as exc:
         raise CliError(f"{path}: cannot open: {exc}", Exit.STORE) from None
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, so one snapshot: a concurrent creator's schema and
+        # version (one transaction) are seen both or neither.
+        version, tables = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            " (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
     except sqlite3.Error as exc:
         raise CliError(f"{path}: cannot read: {exc}", Exit.STORE) from None
     finally:
         conn.close()
+    if version == 0 and not tables and create:
+        return
     if version == 0:
         what = "a SQLite database of another application" if tables else "an empty SQLite database"
         raise CliError(f"{path}: {what}, not a lash-machine database", Exit.NOT_FOUND)

@@ -1,12 +1,14 @@
 """Drivers: carry the machine's effects out against a store.
 
 * :mod:`lash_machine.drivers.asyncio` and :mod:`lash_machine.drivers.trio`
-  run sessions on an event loop, store effects in worker threads;
-* :mod:`lash_machine.drivers.blocking` offers the same API without a loop.
+  run sessions on an event loop, store calls in worker threads;
+* :mod:`lash_machine.drivers.blocking` offers the same API without a loop,
+  store calls inline.
 
-They share everything but the loop: :mod:`.store_effects` turns a store
-request into the result event the machine expects, :class:`Hooks` is where
-host effects go, and a loop-agnostic core feeds the machine. Each driver
+They share everything but the loop: the session loop (``_loop.py``) feeds
+the machine and hands out the store calls and lease calls each command
+needs, :mod:`.store_effects` turns a store request into the result event the
+machine expects, and :class:`Hooks` is where host effects go. Each driver
 supplies ``now`` and fresh ids. To carry store effects out in another
 process, see :mod:`lash_machine.transport`.
 
@@ -17,15 +19,7 @@ many workers, its commits fenced by the lease's token (off by default).
 
 from __future__ import annotations
 
-from .hooks import Hooks, HostEffect
-from .store_effects import EffectRunner, Outcome, StoreFailure, StoreRunner, carry_out
+from .hooks import Hooks
+from .store_effects import EffectRunner, Outcome, StoreRunner, carry_out
 
-__all__ = [
-    "EffectRunner",
-    "Hooks",
-    "HostEffect",
-    "Outcome",
-    "StoreFailure",
-    "StoreRunner",
-    "carry_out",
-]
+__all__ = ["EffectRunner", "Hooks", "Outcome", "StoreRunner", "carry_out"]

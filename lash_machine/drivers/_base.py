@@ -1,28 +1,29 @@
-"""What every driver shares besides the machine round trip: where effects
-go (a store, a runner, or nowhere), the hooks, and the sources of time
-and fresh ids."""
+"""What every driver shares besides the session loop: where effects go (a
+store, a runner, or nowhere), the hooks, the sources of time and fresh
+ids, leases, and the commands that start a session."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeAlias
 
+from .. import events as ev
+from ..errors import DriverClosed
 from ..model import ParkedSession, Residency, SessionPolicy
 from ..state import SessionState
 from ..stores.base import SessionStore
 from ..stores.leases import LeaseStore, check_claim
-from ._core import Plan, SessionCore
 from ._lease import LeaseKeeper
+from ._loop import SessionLoop
 from .hooks import Hooks
 from .store_effects import EffectRunner, StoreRunner
 
-__all__ = ["DriverBase", "Start", "new_id"]
+__all__ = ["DriverBase", "new_id"]
 
-#: How a session starts: its first plan, and the session id whose lease it
+#: How a session starts: its first command, and the session whose lease it
 #: claims first.
-Start: TypeAlias = tuple[Callable[[SessionCore], Plan[None]], str]
+Start = tuple[ev.Command, str]
 
 
 def new_id() -> str:
@@ -33,14 +34,15 @@ def new_id() -> str:
 class DriverBase:
     """Configuration every driver takes.
 
-    ``store``: a :class:`~lash_machine.stores.base.SessionStore`; its
-    effects run in worker threads. ``runner``: instead of a store, an
+    ``store``: a :class:`~lash_machine.stores.base.SessionStore`.
+    ``runner``: instead of a store, an
     :class:`~lash_machine.drivers.store_effects.EffectRunner` that carries
     store effects out elsewhere (see :mod:`lash_machine.transport`).
     Neither: sessions live in memory only (``Save`` and ``Park`` are
     refused, ``ACTIVE_PATH_ONLY`` too). ``hooks``: where host effects go
     (a fresh :class:`Hooks` by default). ``clock`` and ``ids`` supply
-    ``now`` and fresh session and node ids.
+    ``now`` and fresh session and node ids (each incarnation's writer id,
+    which names its commits, is always a fresh uuid).
 
     ``lease_owner``: turn on execution leases (off by default; nothing
     changes without them). Each session then claims its lease for this
@@ -56,6 +58,9 @@ class DriverBase:
     (``session.renew_lease()``) to hold an idle session longer. Leases need
     a ``store`` in this process that grants them
     (:class:`~lash_machine.stores.leases.LeaseStore`).
+
+    :meth:`close` ends the driver: every later call of it or of its
+    sessions raises :class:`~lash_machine.errors.DriverClosed`.
     """
 
     def __init__(
@@ -94,29 +99,68 @@ class DriverBase:
         self.lease_owner = lease_owner
         #: The time-to-live of each claim and renewal, in seconds.
         self.lease_ttl = lease_ttl
+        self._closed = False
 
-    def _new_core(self) -> SessionCore:
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """End the driver: later calls raise
+        :class:`~lash_machine.errors.DriverClosed`. The store is not closed
+        (it is the caller's)."""
+        self._closed = True
+
+    def _new_loop(self) -> SessionLoop:
         keeper = None
         if self._leases is not None and self.lease_owner is not None:
             keeper = LeaseKeeper(self._leases, self.lease_owner, self.lease_ttl)
-        return SessionCore(self.runner, self.hooks, self._clock, self._ids, keeper)
+        return SessionLoop(
+            self.runner,
+            self.hooks,
+            self._clock,
+            self._ids,
+            lease=keeper,
+            closed=lambda: self._closed,
+        )
 
-    def _local_store(self) -> SessionStore:
+    def _local_store(self, what: str) -> SessionStore:
+        if self._closed:
+            raise DriverClosed(what)
         if self.store is None:
             raise RuntimeError("store maintenance needs a driver made with a store in this process")
         return self.store
 
-    # The id of a session is settled before its first plan runs, so that
-    # its lease can be claimed before anything is read.
+    # The id of a session is settled before its first command, so that its
+    # lease can be claimed before anything is read.
 
     def _opening(self, policy: SessionPolicy, session_id: str, residency: Residency) -> Start:
         fresh = "" if session_id else self._ids()
-        return (lambda core: core.open(policy, session_id, residency, fresh)), session_id or fresh
+        command = ev.Open(
+            policy,
+            self._clock(),
+            session_id=session_id,
+            fresh_id=fresh,
+            residency=residency,
+            persistent=self.runner is not None,
+            writer=new_id(),
+        )
+        return command, session_id or fresh
 
     def _restoring(self, state: SessionState, policy: SessionPolicy, residency: Residency) -> Start:
         fresh = "" if state.session_id else self._ids()
-        plan = lambda core: core.restore(state, policy, residency, fresh)  # noqa: E731
-        return plan, state.session_id or fresh
+        command = ev.Restore(
+            state,
+            policy,
+            self._clock(),
+            residency=residency,
+            persistent=self.runner is not None,
+            fresh_id=fresh,
+            writer=new_id(),
+        )
+        return command, state.session_id or fresh
 
     def _resuming(self, parked: ParkedSession, residency: Residency | None) -> Start:
-        return (lambda core: core.resume(parked, residency)), parked.session_id
+        command = ev.Resume(parked, self._clock(), residency, writer=new_id())
+        return command, parked.session_id

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..model import ParkedSession, SessionView
 from ..state import Phase, SessionState
 from ..stores.leases import Lease
-from ._core import SessionCore
+from ._loop import SessionLoop
 
 __all__ = ["SessionFacts"]
 
@@ -14,7 +14,7 @@ __all__ = ["SessionFacts"]
 class SessionFacts:
     """Read-only properties of a driven session."""
 
-    _core: SessionCore
+    _core: SessionLoop
 
     @property
     def session_id(self) -> str:

@@ -1,22 +1,23 @@
 """A session's execution lease, as the drivers keep it.
 
 The machine knows nothing of leases: they are an IO concern. A driver made
-with ``lease_owner`` gives each session a :class:`LeaseKeeper`; the session
-claims its lease before it opens, resumes or restores, releases it once it
-is parked or closed, and runs its store requests through a
-:class:`FencedRunner`, which renews the lease when half its time-to-live
-has passed and stamps its fencing token on every commit. The store refuses
-a commit whose token is stale, so a worker that lost its lease (it stalled
-past the time-to-live and another worker claimed the session) can never
-overwrite the new holder's work.
+with ``lease_owner`` gives each session a :class:`LeaseKeeper`, and the
+session loop (:mod:`._loop`) consults it at three points, and only there:
+it claims the lease before an open, resume or restore; it passes every
+store request through :meth:`LeaseKeeper.fenced`, which renews the lease
+when half its time-to-live has passed and stamps its fencing token on every
+commit; and it releases the lease once the session is parked or closed.
+The store refuses a commit whose token is stale, so a worker that lost its
+lease (it stalled past the time-to-live and another worker claimed the
+session) can never overwrite the new holder's work.
 
 Tombstones carry no token (the store contract has none for them), so the
-runner renews the lease right before each one: a worker that lost the
+lease is renewed right before each one: a worker that lost the
 session is refused, and after a renewal no other worker can claim the
 session for a whole time-to-live, far longer than the tombstone takes.
 
-Claims, renewals and releases are blocking store calls: drivers run them in
-worker threads, like store requests.
+Claims, renewals and releases are blocking store calls: drivers run them
+as they run store requests, and wait for them through cancellations.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from collections.abc import Callable
 import attrs
 
 from .. import effects as fx
-from .. import events as ev
 from ..stores.leases import Lease, LeaseStore, check_claim
-from .store_effects import EffectRunner, Outcome, describe_failure, failure_code
 
-__all__ = ["FencedRunner", "LeaseKeeper"]
+__all__ = ["LeaseKeeper"]
 
 
 class LeaseKeeper:
@@ -95,37 +94,19 @@ class LeaseKeeper:
         self.lease = None
         return released
 
-    def fence(self, request: fx.Commit) -> fx.Commit:
-        """``request`` with the lease's fencing token on its commit."""
+    def fenced(self, request: fx.StoreRequest) -> fx.StoreRequest:
+        """``request`` as the session may send it under its lease: a commit
+        renews the lease when due and carries its fencing token; a
+        tombstone (which carries no token) renews the lease first, always.
+        Raises what a failed renewal raises
+        (:class:`~lash_machine.errors.LeaseLost` when the lease is gone)."""
+        if isinstance(request, fx.TombstoneNodes):
+            self.renew()
+            return request
+        if not isinstance(request, fx.Commit):
+            return request
+        self.renew_if_due()
         if self.lease is None:
             raise RuntimeError("a leased session commits only while it holds its lease")
         commit = attrs.evolve(request.commit, fencing_token=self.lease.token)
         return attrs.evolve(request, commit=commit)
-
-
-@attrs.frozen
-class FencedRunner:
-    """An :class:`~.store_effects.EffectRunner` that renews the session's
-    lease (before a commit when due, before a tombstone always) and stamps
-    its token on commits, then hands the request to the runner it wraps. A
-    failed renewal fails the request (with ``"lease_lost"`` when the lease
-    is gone) and nothing is sent."""
-
-    inner: EffectRunner
-    keeper: LeaseKeeper
-
-    def __call__(self, request: fx.StoreRequest) -> Outcome:
-        if not isinstance(request, fx.Commit | fx.TombstoneNodes):
-            return self.inner(request)
-        try:
-            if isinstance(request, fx.TombstoneNodes):
-                self.keeper.renew()
-                return self.inner(request)
-            self.keeper.renew_if_due()
-            fenced = self.keeper.fence(request)
-        except Exception as error:  # the machine must hear of it, or it waits forever
-            failed = ev.EffectFailed(
-                request.request_id, failure_code(error), describe_failure(error)
-            )
-            return Outcome(failed, error)
-        return self.inner(fenced)

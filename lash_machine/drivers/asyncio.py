@@ -1,5 +1,5 @@
-"""The asyncio driver: sessions on an asyncio loop, store effects in
-worker threads (the loop's default executor).
+"""The asyncio driver: sessions on an asyncio loop, store calls in worker
+threads (the loop's default executor).
 
 Usage::
 
@@ -12,16 +12,14 @@ Usage::
 Cancellation (a task cancel, ``asyncio.timeout``) in the middle of a call:
 
 * a **read** (loading the graph or a node) is abandoned at once: the machine
-  is told (``EffectFailed(..., "cancelled")``) and returns to where it was
-  (an open or resume goes back to closed or parked); the worker thread's
-  late result is dropped, never fed;
-* a **write** (commit, tombstone, attachment intent) may already be applied
-  by the store, and a thread cannot be stopped. So the call waits for the
-  thread to finish (further cancels are absorbed too), feeds the machine
-  the real result, and then raises ``CancelledError``. The session thus
-  always agrees with the store: a park that completed leaves the session
-  parked (``park()`` again returns the handle), a failed one leaves it
-  active with its changes. A hung store delays the cancellation until the
+  is told and returns to where it was (an open or resume goes back to
+  closed or parked); the worker thread's late result is dropped;
+* a **write** (commit, tombstone, attachment intent, lease call) may
+  already be applied by the store, and a thread cannot be stopped. So the
+  call waits for the thread (further cancels are absorbed too), feeds the
+  machine the real result, finishes what the call still owes (a lease
+  release), and then raises ``CancelledError``. The session thus always
+  agrees with the store. A hung store delays the cancellation until the
   store's own timeout.
 """
 
@@ -29,15 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import effects as fx
-from ._async import AsyncDriver, AsyncSession, LifecycleStreamBase
-from ._core import Exchange, SessionCore
+from .. import events as ev
+from ..stores.leases import Lease
+from ._async_api import AsyncDriver, AsyncSession
+from ._lifecycle import LifecycleStreamBase
+from ._loop import Job, SessionLoop
 from .hooks import Hooks
-from .store_effects import WRITES, Outcome
 
 __all__ = ["Driver", "LifecycleStream", "Session"]
 
@@ -45,64 +44,46 @@ T = TypeVar("T")
 
 
 class Session(AsyncSession):
-    """A session on an asyncio loop (see :class:`~._async.AsyncSession`)."""
+    """A session on an asyncio loop (see :class:`~._async_api.AsyncSession`)."""
 
-    def _new_lock(self) -> asyncio.Lock:
-        return asyncio.Lock()
+    def __init__(self, core: SessionLoop) -> None:
+        super().__init__(core)
+        self._lock = asyncio.Lock()
 
-    async def _carry_out(self, exchange: Exchange) -> None:
-        request, runner = exchange.request, self._core.runner
-        assert request is not None and runner is not None
+    async def _call(self, command: ev.Command, claim: str | None = None) -> fx.Reply:
+        async with self._lock:
+            return await _run(self._core, self._core.begin(command, claim))  # type: ignore[no-any-return]
+
+    async def _renew(self) -> Lease:
+        async with self._lock:
+            return await _run(self._core, self._core.begin_renewal())  # type: ignore[no-any-return]
+
+
+async def _run(core: SessionLoop, job: Job | None) -> Any:
+    loop = asyncio.get_running_loop()
+    cancelled: BaseException | None = None
+    while job is not None:
         # Like asyncio.to_thread (context variables such as a tracing span
-        # follow the call), but as a future that a write can outlast.
-        call = functools.partial(contextvars.copy_context().run, runner, request)
-        job = asyncio.get_running_loop().run_in_executor(None, call)
-        if not isinstance(request, WRITES):
+        # follow the call), but a future that a write can outlast.
+        future = loop.run_in_executor(None, contextvars.copy_context().run, job.run)
+        if job.write or cancelled is not None:
+            while not future.done():
+                try:
+                    await asyncio.wait([future])  # never cancels the future
+                except asyncio.CancelledError as error:
+                    cancelled = cancelled or error
+            outcome = future.result()
+        else:
             try:
-                outcome = await job
-            except BaseException:  # cancelled: the machine must not keep waiting
-                exchange.cancel()
-                raise
-            exchange.feed(outcome)
-            return
-        await _outlast(exchange, job)
-
-    async def _lease_call(self, call: Callable[[], T]) -> T:
-        job = asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(contextvars.copy_context().run, call)
-        )
-        cancelled: asyncio.CancelledError | None = None
-        while not job.done():
-            try:
-                await asyncio.wait([job])
-            except asyncio.CancelledError as error:  # the claim may be applied: wait it out
-                cancelled = cancelled or error
-        if cancelled is not None:
-            if not job.cancelled():
-                job.exception()  # retrieved: the cancellation takes its place
-            raise cancelled
-        return job.result()
-
-
-async def _outlast(exchange: Exchange, job: asyncio.Future[Outcome]) -> None:
-    """Wait for a write's thread even through cancellation, feed its real
-    outcome, then let the cancellation through."""
-    cancelled: asyncio.CancelledError | None = None
-    while not job.done():
-        try:
-            # wait() never cancels ``job`` nor raises its exception.
-            await asyncio.wait([job])
-        except asyncio.CancelledError as error:
-            cancelled = cancelled or error
-    failure = asyncio.CancelledError() if job.cancelled() else job.exception()
-    if failure is not None:
-        # The runner itself broke (it should answer, never raise): the
-        # outcome is unknown, so the machine is told the write was abandoned.
-        exchange.cancel("the effect runner raised")
-        raise cancelled or failure
-    exchange.feed(job.result())
+                outcome = await future
+            except BaseException as error:  # cancelled: the machine must not keep waiting
+                cancelled = error
+                job = core.abandon(job)
+                continue
+        job = core.done(job, outcome, stopping=cancelled is not None)
     if cancelled is not None:
         raise cancelled
+    return core.answer()
 
 
 class LifecycleStream(LifecycleStreamBase):
@@ -128,15 +109,14 @@ class LifecycleStream(LifecycleStreamBase):
 class Driver(AsyncDriver[Session]):
     """Opens sessions on an asyncio loop.
 
-    ``Driver(store)`` runs store effects against ``store`` in worker threads;
-    ``Driver(runner=...)`` hands them to an effect runner;
-    ``Driver()`` keeps sessions in memory only. Register host hooks on
-    :attr:`hooks`, or iterate :meth:`lifecycle`.
+    ``Driver(store)`` runs store calls against ``store`` in worker threads;
+    ``Driver(runner=...)`` hands them to an effect runner; ``Driver()``
+    keeps sessions in memory only. Register host hooks on :attr:`hooks`,
+    or iterate :meth:`lifecycle`.
     """
 
-    @property
-    def _session_class(self) -> Callable[[SessionCore], Session]:
-        return Session
+    def _session(self, core: SessionLoop) -> Session:
+        return Session(core)
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
         return await asyncio.to_thread(call)

@@ -20,18 +20,13 @@ retry it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from typing import TypeVar
 
 from .. import effects as fx
 
-__all__ = ["HostEffect", "Hooks"]
+__all__ = ["Hooks"]
 
-HostEffect: TypeAlias = (
-    fx.RestoreToolSurface | fx.RestorePlugins | fx.UnregisterPluginSession | fx.EmitLifecycle
-)
-H = TypeVar(
-    "H", fx.RestoreToolSurface, fx.RestorePlugins, fx.UnregisterPluginSession, fx.EmitLifecycle
-)
+H = TypeVar("H", bound=fx.HostEffect)
 
 
 class Hooks:
@@ -69,7 +64,7 @@ class Hooks:
         function that removes the listener again."""
         return self.on(fx.EmitLifecycle, lambda effect: listener(effect.event))
 
-    def dispatch(self, effect: HostEffect) -> None:
+    def dispatch(self, effect: fx.HostEffect) -> None:
         """Hand ``effect`` to each hook registered for its type. Every hook
         runs even when an earlier one raises; then the first error is
         raised."""

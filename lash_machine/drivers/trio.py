@@ -1,36 +1,37 @@
-"""The trio driver: sessions in trio tasks, store effects in worker threads
+"""The trio driver: sessions in trio tasks, store calls in worker threads
 (``trio.to_thread.run_sync``).
 
 Cancellation in the middle of a call:
 
 * a **read** (loading the graph or a node) is abandoned at once
-  (``abandon_on_cancel=True``): the machine is told
-  (``EffectFailed(..., "cancelled")``) and returns to where it was; the
-  thread's late result is dropped, never fed;
+  (``abandon_on_cancel=True``): the machine is told and returns to where it
+  was; the thread's late result is dropped;
 * a **write** (commit, tombstone, attachment intent) may already be applied
   by the store and a thread cannot be stopped, so it is not abandoned: trio
   waits for the thread, the machine gets the real result, and the call
   returns it (trio delivers the cancellation at the caller's next
   checkpoint, as it does for any operation that completed). The session
   thus always agrees with the store. A hung store delays the cancellation
-  until the store's own timeout.
-* a cancellation that arrives before the thread started cancels the
-  request in the machine like a read.
+  until the store's own timeout;
+* a write cancelled before its thread started is cancelled in the machine
+  like a read; lease calls (claim, release) always run to their end.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from .. import effects as fx
-from ._async import AsyncDriver, AsyncSession, LifecycleStreamBase
-from ._core import Exchange, SessionCore
+from .. import events as ev
+from ..stores.leases import Lease
+from ._async_api import AsyncDriver, AsyncSession
+from ._lifecycle import LifecycleStreamBase
+from ._loop import Job, SessionLoop
 from .hooks import Hooks
-from .store_effects import WRITES
 
 __all__ = ["Driver", "LifecycleStream", "Session"]
 
@@ -38,29 +39,37 @@ T = TypeVar("T")
 
 
 class Session(AsyncSession):
-    """A session in trio (see :class:`~._async.AsyncSession`)."""
+    """A session in trio (see :class:`~._async_api.AsyncSession`)."""
 
-    def _new_lock(self) -> trio.Lock:
-        return trio.Lock()
+    def __init__(self, core: SessionLoop) -> None:
+        super().__init__(core)
+        self._lock = trio.Lock()
 
-    async def _carry_out(self, exchange: Exchange) -> None:
-        request, runner = exchange.request, self._core.runner
-        assert request is not None and runner is not None
-        write = isinstance(request, WRITES)
+    async def _call(self, command: ev.Command, claim: str | None = None) -> fx.Reply:
+        async with self._lock:
+            return await _run(self._core, self._core.begin(command, claim))  # type: ignore[no-any-return]
+
+    async def _renew(self) -> Lease:
+        async with self._lock:
+            return await _run(self._core, self._core.begin_renewal())  # type: ignore[no-any-return]
+
+
+async def _run(core: SessionLoop, job: Job | None) -> Any:
+    cancelled: BaseException | None = None
+    while job is not None:
         try:
-            outcome = await trio.to_thread.run_sync(runner, request, abandon_on_cancel=not write)
-        except BaseException:  # a read abandoned, or cancelled before the thread started
-            exchange.cancel()
-            raise
-        exchange.feed(outcome)
-
-    async def _lease_call(self, call: Callable[[], T]) -> T:
-        # Shielded: the store may apply the call whatever happens here, so
-        # the session waits for its outcome; a cancellation lands at the
-        # next checkpoint.
-        with trio.CancelScope(shield=True):
-            result = await trio.to_thread.run_sync(call)
-        return result
+            # Shielded: a lease call the store may apply whatever happens
+            # here, and whatever a cancelled call still owes.
+            with trio.CancelScope(shield=job.lease or cancelled is not None):
+                outcome = await trio.to_thread.run_sync(job.run, abandon_on_cancel=not job.write)
+        except BaseException as error:  # a read abandoned, or a call cancelled before it started
+            cancelled = error
+            job = core.abandon(job)
+            continue
+        job = core.done(job, outcome, stopping=cancelled is not None)
+    if cancelled is not None:
+        raise cancelled
+    return core.answer()
 
 
 class LifecycleStream(LifecycleStreamBase):
@@ -86,15 +95,14 @@ class LifecycleStream(LifecycleStreamBase):
 class Driver(AsyncDriver[Session]):
     """Opens sessions in trio.
 
-    ``Driver(store)`` runs store effects against ``store`` in worker threads;
-    ``Driver(runner=...)`` hands them to an effect runner;
-    ``Driver()`` keeps sessions in memory only. Register host hooks on
-    :attr:`hooks`, or iterate :meth:`lifecycle`.
+    ``Driver(store)`` runs store calls against ``store`` in worker threads;
+    ``Driver(runner=...)`` hands them to an effect runner; ``Driver()``
+    keeps sessions in memory only. Register host hooks on :attr:`hooks`,
+    or iterate :meth:`lifecycle`.
     """
 
-    @property
-    def _session_class(self) -> Callable[[SessionCore], Session]:
-        return Session
+    def _session(self, core: SessionLoop) -> Session:
+        return Session(core)
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
         return await trio.to_thread.run_sync(call)

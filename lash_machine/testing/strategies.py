@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from .. import effects as fx
 from .. import events as ev
+from ..errors import ErrorCode
 from ..graph import HealReport, LeafRepair, ParentRepair, SessionGraph, heal_graph
 from ..model import (
     AgentFrame,
@@ -78,6 +79,14 @@ json_values = st.recursive(
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),
     max_leaves=10,
+)
+
+#: Writer ids (empty: commits carry no id).
+writers = st.just("") | st.sampled_from(["w1", "worker-ü:7"])
+
+#: The fields a failure travels with (see lash_machine.errors.failure_of).
+details = st.dictionaries(
+    st.text(max_size=8), st.none() | st.integers(-9, 99) | st.text(max_size=8), max_size=3
 )
 
 model_specs = st.builds(ModelSpec, st.text(max_size=10), st.none() | st.integers(1, 2**20))
@@ -230,6 +239,8 @@ def session_states(draw: st.DrawFn, healed: bool = True, max_nodes: int = 30) ->
         saved_nodes=saved,
         repairs=draw(_repairs([node.node_id for node in graph.nodes[:saved]])),
         dirty=draw(st.booleans()),
+        branched=draw(st.booleans()),
+        in_doubt=draw(st.none() | node_ids),
     )
 
 
@@ -292,6 +303,7 @@ def commits(draw: st.DrawFn, max_nodes: int = 30) -> SessionCommit:
         state.host_checkpoint,
         state.pending_attachments,
         draw(st.none() | st.integers(0, 99)),
+        draw(st.none() | node_ids),
     )
 
 
@@ -314,7 +326,14 @@ _NESTED = 10
 def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
     return {
         ev.Open: st.builds(
-            ev.Open, policies, times, node_ids, node_ids, st.sampled_from(Residency), st.booleans()
+            ev.Open,
+            policies,
+            times,
+            node_ids,
+            node_ids,
+            st.sampled_from(Residency),
+            st.booleans(),
+            writers,
         ),
         ev.Restore: st.builds(
             ev.Restore,
@@ -324,9 +343,10 @@ def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
             st.sampled_from(Residency),
             st.booleans(),
             node_ids,
+            writers,
         ),
         ev.Resume: st.builds(
-            ev.Resume, parked_sessions, times, st.none() | st.sampled_from(Residency)
+            ev.Resume, parked_sessions, times, st.none() | st.sampled_from(Residency), writers
         ),
         ev.Append: st.builds(ev.Append, st.lists(nodes(), min_size=1, max_size=4).map(tuple)),
         ev.BranchTo: st.builds(ev.BranchTo, node_ids),
@@ -334,6 +354,7 @@ def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
         ev.Park: st.builds(ev.Park),
         ev.LoadNode: st.builds(ev.LoadNode, node_ids),
         ev.ListOrphans: st.builds(ev.ListOrphans),
+        ev.TombstoneOrphans: st.builds(ev.TombstoneOrphans),
         ev.Tombstone: st.builds(ev.Tombstone, st.lists(node_ids, max_size=3).map(tuple)),
         ev.ApplyToolState: st.builds(ev.ApplyToolState, st.integers(0, 9), json_values),
         ev.RecordPluginState: st.builds(ev.RecordPluginState, json_values),
@@ -353,8 +374,9 @@ def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
         ev.EffectFailed: st.builds(
             ev.EffectFailed,
             request_ids,
-            st.sampled_from(["store_error", "cancelled"]),
+            st.sampled_from(ErrorCode),
             st.text(max_size=20),
+            details,
         ),
     }
 
@@ -423,9 +445,9 @@ def _effect_strategies() -> dict[type, st.SearchStrategy[Any]]:
         fx.ReplyFailed: st.builds(
             fx.ReplyFailed,
             st.text(max_size=9),
-            st.text(max_size=9),
+            st.sampled_from(ErrorCode),
             st.text(max_size=20),
-            st.none() | st.integers(1, 9),
+            details,
         ),
     }
 
@@ -443,6 +465,7 @@ pending_requests = st.builds(
     st.sampled_from(Purpose),
     st.none() | node_ids,
     st.lists(node_ids, max_size=3, unique=True).map(tuple),
+    st.booleans(),
 )
 
 
@@ -458,6 +481,7 @@ def open_contexts(draw: st.DrawFn) -> OpenContext:
         draw(st.sampled_from(Residency)),
         Phase.CLOSED if parked is None else Phase.PARKED,
         parked,
+        parked is not None and parked.head_revision is not None,
     )
 
 
@@ -484,4 +508,5 @@ def machine_states(draw: st.DrawFn) -> MachineState:
         residency=draw(st.sampled_from(Residency)),
         outstanding=immutables.Map({p.request_id: p for p in pending}),
         next_request_id=highest + 1 + draw(st.integers(0, 3)),
+        writer=draw(writers),
     )

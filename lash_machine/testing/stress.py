@@ -157,7 +157,7 @@ def lease_storm_worker(
     rng = random.Random(worker)
     outcomes: list[StormOutcome] = []
     sessions = plan.sessions
-    driver = Driver(store, lease_owner=f"worker-{worker}", lease_ttl=30.0, workers=1)
+    driver = Driver(store, lease_owner=f"worker-{worker}", lease_ttl=30.0)
     try:
         start.wait(120)
         for attempt in range(plan.attempts):

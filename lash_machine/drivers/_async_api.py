@@ -1,0 +1,228 @@
+"""The session and driver API, written once.
+
+This file is the source of both forms: :class:`AsyncSession` and
+:class:`AsyncDriver` here (for asyncio and trio), ``BlockingSession`` and
+``BlockingDriver`` in ``_blocking_api.py``, which ``scripts/unasync.py``
+writes from this file by dropping ``async`` and ``await`` (a test fails
+when it is stale). Each session method builds one command, runs it through
+the session loop (:mod:`._loop`) with :meth:`AsyncSession._call`, and takes
+its value out of the reply; each driver module supplies ``_call`` (its
+lock, and how it runs a job) and nothing else of substance.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from .. import effects as fx
+from .. import events as ev
+from ..errors import ProtocolError
+from ..model import JSON, NodeKind, ParkedSession, Residency, SessionNode, SessionPolicy
+from ..persisted import VacuumReport
+from ..state import SessionState
+from ..stores.leases import Lease
+from ._base import DriverBase, Start, new_id
+from ._facts import SessionFacts
+from ._loop import SessionLoop
+
+__all__ = ["AsyncDriver", "AsyncSession"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+S = TypeVar("S", bound="AsyncSession")
+
+
+def _expect(reply: fx.Reply, kind: type[R]) -> R:
+    if not isinstance(reply, kind):
+        raise TypeError(f"the machine answered {type(reply).__name__}, expected {kind.__name__}")
+    return reply
+
+
+class AsyncSession(SessionFacts, abc.ABC):
+    """One session of a driver.
+
+    Calls on one session are serialized (a lock), so each reply answers its
+    own call. A failed store request raises (the store's exception, or
+    :class:`~lash_machine.errors.HeadRevisionConflict` for a lost commit)
+    and leaves the session usable: retry, or close it. A cancelled call
+    leaves it usable too (see the driver module for what a cancelled write
+    does). :class:`~lash_machine.errors.ProtocolError` means the call does
+    not fit the session's phase or content; nothing changed.
+    """
+
+    def __init__(self, core: SessionLoop) -> None:
+        self._core = core
+
+    @abc.abstractmethod
+    async def _call(self, command: ev.Command, claim: str | None = None) -> fx.Reply:
+        """Run ``command`` through the session loop (claiming the lease of
+        the session ``claim`` first) and return its reply."""
+
+    @abc.abstractmethod
+    async def _renew(self) -> Lease:
+        """Renew the session's lease through the session loop."""
+
+    # ---- the lease --------------------------------------------------------------------
+
+    async def renew_lease(self) -> Lease:
+        """Extend the session's lease by its time-to-live from now (commits
+        renew it when due; call this to keep an idle session longer).
+        Raises :class:`~lash_machine.errors.LeaseLost` when another worker
+        took the session over."""
+        return await self._renew()
+
+    # ---- edits ----------------------------------------------------------------------
+
+    async def append(self, body: JSON, *, kind: NodeKind = NodeKind.MESSAGE) -> SessionNode:
+        """Append one node (fresh id, parent = the current leaf, the current
+        frame, now) and make it the leaf; return it. A body that is not JSON
+        as the stores keep it raises :class:`~lash_machine.errors.InvalidEvent`."""
+        node = self._core.new_node(body, kind)
+        await self._call(ev.Append((node,)))
+        return node
+
+    async def append_nodes(self, nodes: Iterable[SessionNode]) -> str | None:
+        """Append nodes exactly as given (the last becomes the leaf); return
+        the new leaf id."""
+        return _expect(await self._call(ev.Append(tuple(nodes))), fx.ReplyUpdated).leaf_id
+
+    async def branch(self, node_id: str) -> None:
+        """Make ``node_id`` the leaf; the next append forks there. Under
+        ``ACTIVE_PATH_ONLY`` a node that is not resident is loaded first."""
+        await self._call(ev.BranchTo(node_id))
+
+    async def apply_tool_state(self, base_generation: int, data: JSON) -> int:
+        """Apply a tool-state delta made on ``base_generation``; return the
+        new generation. A stale base raises
+        :class:`~lash_machine.errors.InvalidEvent`."""
+        reply = await self._call(ev.ApplyToolState(base_generation, data))
+        return _expect(reply, fx.ReplyUpdated).tool_generation
+
+    async def record_plugin_state(self, data: JSON) -> None:
+        """Replace the plugin snapshot (its revision grows by one)."""
+        await self._call(ev.RecordPluginState(data))
+
+    async def set_checkpoint(self, data: JSON) -> None:
+        """Replace the host checkpoint (any JSON kept with the session)."""
+        await self._call(ev.SetCheckpoint(data))
+
+    async def record_attachment(self, uri: str, attachment_id: str | None = None) -> str:
+        """Store the write-ahead intent of an attachment (a fresh id when
+        none is given) and return its id. Write the bytes only after this
+        returns; the next commit adopts the attachment."""
+        command = ev.RecordAttachment(attachment_id or self._core.new_id(), uri, self._core.clock())
+        return _expect(await self._call(command), fx.ReplyAttachment).attachment_id
+
+    # ---- commit and leave --------------------------------------------------------------
+
+    async def save(self) -> int:
+        """Commit the changes; return the new head revision. Another
+        writer's commit raises :class:`~lash_machine.errors.HeadRevisionConflict`
+        (its ``actual`` is the stored head) and the changes stay in memory.
+        A commit whose outcome the store could not report is sent again
+        once; if that fails too, :class:`~lash_machine.errors.CommitOutcomeUnknown`
+        is raised and the next save or park settles it."""
+        return _expect(await self._call(ev.Save()), fx.ReplySaved).head_revision
+
+    async def park(self) -> ParkedSession:
+        """Commit, then leave memory; return the handle for :meth:`resume`.
+        Conflicts raise as for :meth:`save`. On a parked session this
+        returns its handle again, so a retried park is safe."""
+        return _expect(await self._call(ev.Park()), fx.ReplyParked).parked
+
+    async def resume(self, *, residency: Residency | None = None) -> None:
+        """Load this parked session again (its handle's residency unless
+        ``residency`` is given). A handle whose session is no longer in the
+        store raises :class:`~lash_machine.errors.SessionNotFound`."""
+        parked = self._core.state.parked
+        if parked is None:
+            raise ProtocolError(self._core.state.phase.value, "Resume", "there is no parked handle")
+        command = ev.Resume(parked, self._core.clock(), residency, writer=new_id())
+        await self._call(command, parked.session_id)
+
+    async def close(self, *, discard: bool = False) -> None:
+        """Leave the session. Uncommitted changes raise
+        :class:`~lash_machine.errors.InvalidEvent` unless ``discard``. On a
+        closed session this does nothing, so a retried close is safe."""
+        await self._call(ev.Close(discard))
+
+    # ---- queries and maintenance -------------------------------------------------------
+
+    async def load_node(self, node_id: str) -> SessionNode | None:
+        """One node: from memory when resident, else from the store
+        (``None`` when it does not exist or was tombstoned)."""
+        return _expect(await self._call(ev.LoadNode(node_id)), fx.ReplyNode).node
+
+    async def list_orphans(self) -> tuple[str, ...]:
+        """The ids of stored and resident nodes off the active path."""
+        return _expect(await self._call(ev.ListOrphans()), fx.ReplyOrphans).node_ids
+
+    async def tombstone(self, node_ids: Iterable[str]) -> int:
+        """Hide committed nodes off the active path in the store (and drop
+        them from memory); return how many were hidden. A node the stored
+        graph still needs raises :class:`~lash_machine.errors.TombstoneRefused`."""
+        reply = await self._call(ev.Tombstone(tuple(node_ids)))
+        return _expect(reply, fx.ReplyTombstoned).count
+
+    async def tombstone_orphans(self) -> int:
+        """Hide every committed orphan (uncommitted nodes and their
+        ancestors stay); return how many were hidden."""
+        return _expect(await self._call(ev.TombstoneOrphans()), fx.ReplyTombstoned).count
+
+
+class AsyncDriver(DriverBase, Generic[S], abc.ABC):
+    """Opens sessions; see :class:`~._base.DriverBase` for the arguments.
+
+    Every open, restore or resume gives an independent session object. Two
+    of them on the same session id are two writers, as two workers would
+    be: the one that commits second gets
+    :class:`~lash_machine.errors.HeadRevisionConflict`.
+    """
+
+    @abc.abstractmethod
+    def _session(self, core: SessionLoop) -> S:
+        """A session object of this driver around ``core``."""
+
+    @abc.abstractmethod
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        """Run a store call the way this driver runs them."""
+
+    async def _start(self, start: Start) -> S:
+        command, claim = start
+        session = self._session(self._new_loop())
+        await session._call(command, claim)
+        return session
+
+    async def open(
+        self,
+        policy: SessionPolicy,
+        session_id: str = "",
+        *,
+        residency: Residency = Residency.KEEP_ALL,
+    ) -> S:
+        """Open the session ``session_id`` or create it (a fresh id when
+        empty). Raises :class:`~lash_machine.errors.ModelSpecMissing` when no
+        model is named anywhere."""
+        return await self._start(self._opening(policy, session_id, residency))
+
+    async def restore(
+        self,
+        state: SessionState,
+        policy: SessionPolicy,
+        *,
+        residency: Residency = Residency.KEEP_ALL,
+    ) -> S:
+        """Rebuild a session from a state in hand (no store read)."""
+        return await self._start(self._restoring(state, policy, residency))
+
+    async def resume(self, parked: ParkedSession, *, residency: Residency | None = None) -> S:
+        """Load a parked session (a stored session may have moved on since
+        the handle was made; the store's head wins). A handle whose session
+        is not in the store raises :class:`~lash_machine.errors.SessionNotFound`."""
+        return await self._start(self._resuming(parked, residency))
+
+    async def vacuum(self) -> VacuumReport:
+        """Physically remove tombstoned nodes and forgotten intents."""
+        return await self._in_thread(self._local_store("vacuum").vacuum)
