@@ -158,7 +158,7 @@ def _structure_float(value: Any, _: Any) -> float:
 def _structure_json(value: Any, _: Any) -> Any:
     """Payloads typed ``JSON`` (bodies, snapshot data, checkpoints) must be
     JSON as the stores write it back, or memory and store would disagree."""
-    problem = json_problem(value)
+    problem = json_problem(value, "value")
     if problem is not None:
         raise _Refused(f"not JSON: {problem}")
     return value
