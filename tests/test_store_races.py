@@ -15,23 +15,18 @@ loop of the same races (``LASH_MACHINE_STRESS=full`` raises its count;
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from test_reliability_support import _as_postgres, _pg_bindir, count, report
+from test_reliability_support import count, report
 
 from lash_machine.errors import (
     HeadRevisionConflict,
@@ -43,6 +38,7 @@ from lash_machine.errors import (
 )
 from lash_machine.persisted import FullGraph, Reparent
 from lash_machine.stores.postgres import PostgresStore
+from lash_machine.testing.postgres_server import throwaway_server
 from lash_machine.testing.races import run_threads
 from lash_machine.testing.records import make_commit, make_node
 
@@ -391,39 +387,8 @@ def own_server() -> Iterator[tuple[str, Callable[[], None]]]:
     must not restart under other tests); yields its DSN and a function
     that restarts it (``pg_ctl restart -m fast``: every backend is told to
     terminate, as in a real restart)."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries to start a server of its own")
-    root = Path(tempfile.mkdtemp(prefix="lash-restart-"))
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(root, "postgres", "postgres")
-        initdb = [str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres"]
-        subprocess.run(_as_postgres([*initdb, "-A", "trust"]), check=True, capture_output=True)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        ctl = [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log")]
-        options = ["-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"]
-
-        def restart() -> None:
-            subprocess.run(
-                _as_postgres([*ctl, *options, "-m", "fast", "-w", "restart"]),
-                check=True,
-                capture_output=True,
-            )
-
-        subprocess.run(
-            _as_postgres([*ctl, *options, "-w", "start"]), check=True, capture_output=True
-        )
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres", restart
-        finally:
-            subprocess.run(
-                _as_postgres([*ctl, "-m", "immediate", "stop"]), check=False, capture_output=True
-            )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_server(fsync=False) as server:
+        yield server.dsn, server.restart
 
 
 def test_no_call_fails_after_a_server_restart() -> None:

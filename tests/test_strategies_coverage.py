@@ -44,7 +44,7 @@ MESSAGES = [
         for kind in (*get_args(fx.Effect), *LIFECYCLE)
         if kind is not fx.EmitLifecycle
     ),
-    (strategies.machine_states(), 40),
+    (strategies.machine_states(), 80),
     # The parts of a machine state, so that each is seen often enough too.
     (strategies.pending_requests, 60),
     (strategies.open_contexts(), 20),

@@ -124,6 +124,30 @@ class RunningServer:
     #: Seconds from the call until the server accepted connections
     #: (``initdb`` included).
     startup_seconds: float
+    _run_as: _RunAs | None = None
+
+    def restart(self) -> None:
+        """Restart the server as an operator would (``pg_ctl restart -m
+        fast``): every backend is told to end, then the server comes back on
+        the same port."""
+        command = [
+            str(self.binaries.bindir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-o",
+            f"-p {self.port}",
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        ]
+        result = _run(command, self._run_as, self.data_dir.parent, timeout=90)
+        if result.returncode != 0:
+            raise ServerStartFailed(f"pg_ctl restart failed: {result.stderr.strip()}")
 
     @property
     def dsn(self) -> str:
@@ -294,6 +318,7 @@ def throwaway_server(
             log_path=log_path,
             fsync=fsync,
             startup_seconds=time.monotonic() - started,
+            _run_as=run_as,
         )
     finally:
         _stop(binaries, data, run_as)

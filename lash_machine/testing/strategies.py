@@ -33,11 +33,21 @@ from ..persisted import (
     AttachmentIntent,
     FullGraph,
     GraphDelta,
+    Origin,
     Reparent,
     SessionCommit,
+    SessionStamp,
     StoredSession,
 )
-from ..state import MachineState, OpenContext, Pending, Phase, Purpose, SessionState
+from ..state import (
+    MachineState,
+    OpenContext,
+    Pending,
+    Phase,
+    Purpose,
+    SessionState,
+    WarmSession,
+)
 
 __all__ = [
     "commits",
@@ -225,6 +235,7 @@ def session_states(draw: st.DrawFn, healed: bool = True, max_nodes: int = 30) ->
         graph = heal_graph(graph)[0] if draw(st.booleans()) else graph
     saved = draw(st.integers(0, len(graph)))
     frames = draw(_frames(session_id, policy))
+    ids = [node.node_id for node in graph]
     return SessionState(
         session_id=session_id,
         policy=policy,
@@ -241,6 +252,17 @@ def session_states(draw: st.DrawFn, healed: bool = True, max_nodes: int = 30) ->
         dirty=draw(st.booleans()),
         branched=draw(st.booleans()),
         in_doubt=draw(st.none() | node_ids),
+        pin_changes=tuple(
+            draw(
+                st.lists(
+                    st.tuples(st.sampled_from(ids) if ids else node_ids, st.booleans()),
+                    max_size=3,
+                    unique_by=lambda change: change[0],
+                )
+            )
+        ),
+        generation=draw(st.integers(0, 9)),
+        created_by=draw(st.none() | node_ids),
     )
 
 
@@ -279,7 +301,25 @@ def stored_sessions(draw: st.DrawFn, max_nodes: int = 30) -> StoredSession:
         tool_snapshot=state.tool_snapshot,
         plugin_snapshot=state.plugin_snapshot,
         host_checkpoint=state.host_checkpoint,
+        pinned=tuple(
+            draw(st.lists(st.sampled_from([n.node_id for n in state.graph] or ["p"]), unique=True))
+        ),
+        generation=draw(st.integers(0, 9)),
+        created_at=draw(times),
+        created_by=draw(st.none() | node_ids),
+        origin=draw(st.none() | st.builds(Origin, node_ids, st.none() | node_ids)),
     )
+
+
+#: The stamps of stored sessions.
+stamps = st.builds(SessionStamp, st.integers(1, 99), st.integers(0, 9), st.none() | node_ids)
+
+
+@st.composite
+def warm_sessions(draw: st.DrawFn, max_nodes: int = 30) -> WarmSession:
+    """Sessions as a driver keeps them after a park (committed)."""
+    state = draw(session_states(max_nodes=max_nodes))
+    return WarmSession(state, draw(st.sampled_from(Residency)))
 
 
 @st.composite
@@ -290,6 +330,8 @@ def commits(draw: st.DrawFn, max_nodes: int = 30) -> SessionCommit:
         state.graph.leaf_id,
         state.graph.nodes,
         tuple(draw(st.lists(st.builds(Reparent, node_ids, st.none() | node_ids), max_size=3))),
+        tuple(draw(st.lists(node_ids, max_size=2, unique=True))),
+        tuple(draw(st.lists(node_ids, max_size=2, unique=True))),
     )
     return SessionCommit(
         state.session_id,
@@ -346,8 +388,16 @@ def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
             writers,
         ),
         ev.Resume: st.builds(
-            ev.Resume, parked_sessions, times, st.none() | st.sampled_from(Residency), writers
+            ev.Resume,
+            parked_sessions,
+            times,
+            st.none() | st.sampled_from(Residency),
+            writers,
+            st.none() | warm_sessions(_NESTED),
         ),
+        ev.Pin: st.builds(ev.Pin, node_ids),
+        ev.Unpin: st.builds(ev.Unpin, node_ids),
+        ev.Fork: st.builds(ev.Fork, node_ids, times, st.none() | node_ids),
         ev.Append: st.builds(ev.Append, st.lists(nodes(), min_size=1, max_size=4).map(tuple)),
         ev.BranchTo: st.builds(ev.BranchTo, node_ids),
         ev.Save: st.builds(ev.Save),
@@ -371,6 +421,8 @@ def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
         ),
         ev.Tombstoned: st.builds(ev.Tombstoned, request_ids, st.integers(0, 9)),
         ev.IntentRecorded: st.builds(ev.IntentRecorded, request_ids),
+        ev.StampRead: st.builds(ev.StampRead, request_ids, st.none() | stamps),
+        ev.Forked: st.builds(ev.Forked, request_ids, st.integers(1, 9)),
         ev.EffectFailed: st.builds(
             ev.EffectFailed,
             request_ids,
@@ -423,6 +475,10 @@ def _effect_strategies() -> dict[type, st.SearchStrategy[Any]]:
             fx.TombstoneNodes, request_ids, node_ids, st.lists(node_ids, max_size=3).map(tuple)
         ),
         fx.RecordAttachmentIntent: st.builds(fx.RecordAttachmentIntent, request_ids, intents),
+        fx.ReadStamp: st.builds(fx.ReadStamp, request_ids, node_ids),
+        fx.ForkSession: st.builds(
+            fx.ForkSession, request_ids, node_ids, st.none() | node_ids, node_ids, times
+        ),
         fx.RestoreToolSurface: st.builds(
             fx.RestoreToolSurface, node_ids, st.builds(ToolSnapshot, st.integers(0, 9), json_values)
         ),
@@ -435,7 +491,10 @@ def _effect_strategies() -> dict[type, st.SearchStrategy[Any]]:
         **{kind: event.map(fx.EmitLifecycle) for kind, event in lifecycle.items()},
         fx.ReplyReady: st.builds(fx.ReplyReady, views),
         fx.ReplySaved: st.builds(fx.ReplySaved, st.integers(1, 99)),
-        fx.ReplyParked: st.builds(fx.ReplyParked, parked_sessions),
+        fx.ReplyParked: st.builds(
+            fx.ReplyParked, parked_sessions, st.none() | session_states(max_nodes=_NESTED)
+        ),
+        fx.ReplyForked: st.builds(fx.ReplyForked, parked_sessions),
         fx.ReplyNode: st.builds(fx.ReplyNode, node_ids, st.none() | nodes()),
         fx.ReplyOrphans: st.builds(fx.ReplyOrphans, st.lists(node_ids, max_size=3).map(tuple)),
         fx.ReplyTombstoned: st.builds(fx.ReplyTombstoned, st.integers(0, 9)),
@@ -482,6 +541,7 @@ def open_contexts(draw: st.DrawFn) -> OpenContext:
         Phase.CLOSED if parked is None else Phase.PARKED,
         parked,
         parked is not None and parked.head_revision is not None,
+        draw(st.none() | session_states(max_nodes=_NESTED)),
     )
 
 
