@@ -1,13 +1,19 @@
 """lash-machine: the lifecycle of durable LLM-agent sessions as a sans-IO
 state machine.
 
-Feed events to :func:`step`; carry out the effects it returns (or let a
-driver from :mod:`lash_machine.drivers` do it against a store from
-:mod:`lash_machine.stores`).
+Feed events (:mod:`lash_machine.events`) to :func:`step`; carry out the
+effects (:mod:`lash_machine.effects`) it returns, or let a driver from
+:mod:`lash_machine.drivers` do it against a store from
+:mod:`lash_machine.stores`. The top level holds what a host uses: the
+reducer, the records a host builds, the graph and its healing, and every
+error. What stores exchange with the machine (read scopes, commits, stored
+sessions) is in :mod:`lash_machine.persisted`; the phase table in
+:mod:`lash_machine.machine`; the codec in :mod:`lash_machine.wire`.
 """
 
 from __future__ import annotations
 
+from . import effects, events
 from .errors import (
     CommitOutcomeUnknown,
     CorruptRow,
@@ -33,7 +39,7 @@ from .errors import (
     WireError,
 )
 from .graph import HealReport, LeafRepair, ParentRepair, SessionGraph, heal_graph
-from .machine import TRANSITIONS, step
+from .machine import mermaid, step
 from .model import (
     JSON,
     UNCONFIGURED_POLICY,
@@ -49,35 +55,18 @@ from .model import (
     ToolSnapshot,
     initial_frame_id,
 )
-from .persisted import (
-    ActivePath,
-    AttachmentIntent,
-    FullGraph,
-    GraphDelta,
-    ReadScope,
-    Reparent,
-    SessionCommit,
-    SessionInfo,
-    StoredSession,
-    VacuumReport,
-)
 from .state import MachineState, Phase, SessionState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "JSON",
-    "TRANSITIONS",
     "UNCONFIGURED_POLICY",
-    "ActivePath",
     "AgentFrame",
-    "AttachmentIntent",
     "CommitOutcomeUnknown",
     "CorruptRow",
     "DriverClosed",
     "ErrorCode",
-    "FullGraph",
-    "GraphDelta",
     "HeadRevisionConflict",
     "HealReport",
     "InvalidEvent",
@@ -95,16 +84,12 @@ __all__ = [
     "Phase",
     "PluginSnapshot",
     "ProtocolError",
-    "ReadScope",
-    "Reparent",
     "Residency",
     "ResidencyRequiresStore",
     "SchemaVersionMismatch",
-    "SessionCommit",
-    "SessionGraph",
-    "SessionInfo",
-    "SessionNode",
     "SessionDeleted",
+    "SessionGraph",
+    "SessionNode",
     "SessionNotFound",
     "SessionPolicy",
     "SessionState",
@@ -112,14 +97,15 @@ __all__ = [
     "StaleResult",
     "StoreError",
     "StoreFailure",
-    "StoredSession",
-    "TombstoneRefused",
     "ToolSnapshot",
+    "TombstoneRefused",
     "TransientStoreError",
-    "VacuumReport",
     "WireError",
     "__version__",
+    "effects",
+    "events",
     "heal_graph",
     "initial_frame_id",
+    "mermaid",
     "step",
 ]

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lash_machine import (
-    MachineState,
-    ModelSpec,
-    NodeKind,
-    Phase,
-    SessionNode,
-    SessionPolicy,
-    StoredSession,
-    step,
-)
+from lash_machine import MachineState, ModelSpec, NodeKind, Phase, SessionNode, SessionPolicy, step
 from lash_machine import effects as fx
 from lash_machine import events as ev
+from lash_machine.persisted import StoredSession
 
 POLICY = SessionPolicy(ModelSpec("model-x"), "provider-y")
 

@@ -22,11 +22,12 @@ import pytest
 import trio
 from test_drivers_support import POLICY, HeldStore
 
-from lash_machine import FullGraph, Phase, Residency, StaleResult, StoreError, step
+from lash_machine import Phase, Residency, StaleResult, StoreError, step
 from lash_machine import events as ev
 from lash_machine.drivers import asyncio as asyncio_driver
 from lash_machine.drivers import blocking as blocking_driver
 from lash_machine.drivers import trio as trio_driver
+from lash_machine.persisted import FullGraph
 from lash_machine.stores import SQLiteStore
 
 
@@ -128,7 +129,8 @@ def test_asyncio_cancelled_resume_goes_back_to_parked(held: HeldStore) -> None:
     async def main() -> None:
         _, session, last = await _asyncio_saved(held)
         await session.park()
-        gate = held.hold("load_graph")
+        # The resume's first read: the stamp (the driver kept the session).
+        gate = held.hold("session_stamp")
         resuming = asyncio.create_task(session.resume())
         await asyncio.to_thread(gate.entered.wait, 5)
         resuming.cancel()
@@ -213,8 +215,9 @@ def test_trio_cancelled_load_returns_at_once_and_drops_the_late_result(held: Hel
         driver, session, _ = await _trio_saved(held)
         parked = await session.park()
 
-        # A resume's graph read: back to parked at once.
-        gate = held.hold("load_graph")
+        # A resume's read (its stamp: the driver kept the session): back to
+        # parked at once.
+        gate = held.hold("session_stamp")
         await cancelled_midway(gate, session.resume)
         assert session.phase is Phase.PARKED
         settled = session._core.state

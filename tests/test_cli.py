@@ -182,6 +182,13 @@ def test_export_then_import_recreates_the_session(db: Db, tmp_path: Path) -> Non
     store = db.open()
     store.delete_session("s-main")
     store.close()
+    # A deleted session stays deleted: its id is refused until purged.
+    refused = cli("import", str(target), *db.args)
+    assert refused.returncode == 6
+    assert "s-main was deleted" in refused.stderr and "purge" in refused.stderr
+    store = db.open()
+    store.purge_deleted(float("inf"))
+    store.close()
     imported = cli("import", str(target), *db.args)
     assert imported.returncode == 0, imported.stderr
     assert "imported session s-main (4 nodes) at head revision 1" in imported.stdout

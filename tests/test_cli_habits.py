@@ -112,6 +112,7 @@ def test_vacuum_and_import_show_what_they_do_on_a_terminal_only(db: Db, tmp_path
     export = cli("export", "s-main", *db.args).stdout
     store = db.open()
     store.delete_session("s-main")
+    store.purge_deleted(float("inf"))  # the id is free again
     store.close()
 
     piped = cli("vacuum", *db.args)

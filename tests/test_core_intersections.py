@@ -20,16 +20,15 @@ from lash_machine import (
     NodeKind,
     ParkedSession,
     Phase,
-    Reparent,
     Residency,
     ResidencyRequiresStore,
     SessionNode,
-    StoredSession,
     step,
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
 from lash_machine.content import MAX_ID_LENGTH
+from lash_machine.persisted import Reparent, StoredSession
 
 
 def _body_node(body: Any, **changes: Any) -> SessionNode:

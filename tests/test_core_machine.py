@@ -7,26 +7,23 @@ import pytest
 from machine_helpers import POLICY, active, node, request_of, run, stored
 
 from lash_machine import (
-    ActivePath,
     AgentFrame,
-    FullGraph,
     InvalidEvent,
     MachineState,
     ModelSpec,
     ModelSpecMissing,
     Phase,
     PluginSnapshot,
-    Reparent,
     Residency,
     ResidencyRequiresStore,
     SessionPolicy,
     StaleResult,
-    StoredSession,
     ToolSnapshot,
     step,
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
+from lash_machine.persisted import ActivePath, FullGraph, Reparent, StoredSession
 
 BLANK = SessionPolicy(ModelSpec(""))
 

@@ -15,7 +15,6 @@ from machine_helpers import POLICY
 
 from lash_machine import (
     ErrorCode,
-    FullGraph,
     LashMachineError,
     MachineState,
     ModelSpecMissing,
@@ -30,7 +29,7 @@ from lash_machine import (
 from lash_machine import effects as fx
 from lash_machine import events as ev
 from lash_machine.drivers.store_effects import carry_out
-from lash_machine.persisted import GraphDelta, SessionCommit
+from lash_machine.persisted import FullGraph, GraphDelta, SessionCommit
 from lash_machine.stores.memory import MemoryStore
 from lash_machine.testing.healing import graph_problems
 from lash_machine.testing.strategies import events as any_event

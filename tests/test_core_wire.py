@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from machine_helpers import POLICY, node, request_of, run
 
 from lash_machine import (
-    FullGraph,
     MachineState,
     NodeKind,
     ParkedSession,
@@ -30,6 +29,7 @@ from lash_machine import (
 )
 from lash_machine import effects as fx
 from lash_machine.drivers.store_effects import carry_out
+from lash_machine.persisted import FullGraph
 from lash_machine.state import Purpose
 from lash_machine.stores import MemoryStore
 from lash_machine.testing.strategies import effects, machine_states

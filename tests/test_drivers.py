@@ -20,15 +20,9 @@ from test_drivers_support import (
     store_factory,
 )
 
-from lash_machine import (
-    FullGraph,
-    HeadRevisionConflict,
-    InvalidEvent,
-    Phase,
-    Residency,
-    StoreError,
-)
+from lash_machine import HeadRevisionConflict, InvalidEvent, Phase, Residency, StoreError
 from lash_machine import effects as fx
+from lash_machine.persisted import FullGraph
 
 
 @pytest.fixture

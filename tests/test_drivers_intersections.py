@@ -18,7 +18,6 @@ from test_drivers_support import store_factory as _store_factory
 from lash_machine import (
     CommitOutcomeUnknown,
     DriverClosed,
-    FullGraph,
     InvalidEvent,
     LeaseHeld,
     Phase,
@@ -28,6 +27,7 @@ from lash_machine import (
     StoreError,
 )
 from lash_machine.drivers import blocking as blocking_driver
+from lash_machine.persisted import FullGraph
 from lash_machine.stores import MemoryStore, SQLiteStore
 from lash_machine.transport import RemoteStore, serve_store
 

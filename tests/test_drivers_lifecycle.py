@@ -15,7 +15,6 @@ from test_drivers_support import DRIVERS, POLICY, STORES, StoreFactory, run_scen
 from test_drivers_support import store_factory as _store_factory
 
 from lash_machine import (
-    FullGraph,
     HeadRevisionConflict,
     InvalidEvent,
     ParentTombstoned,
@@ -23,7 +22,7 @@ from lash_machine import (
     SessionDeleted,
 )
 from lash_machine.drivers import blocking as blocking_driver
-from lash_machine.persisted import Origin
+from lash_machine.persisted import FullGraph, Origin
 from lash_machine.stores import SQLiteStore
 
 

@@ -16,7 +16,6 @@ from test_drivers_support import DRIVERS, POLICY, HeldStore, run_scenario
 
 from lash_machine import (
     CorruptRow,
-    FullGraph,
     HeadRevisionConflict,
     MachineState,
     Phase,
@@ -31,6 +30,7 @@ from lash_machine import events as ev
 from lash_machine.drivers import Hooks, Outcome, StoreRunner
 from lash_machine.drivers._loop import SessionLoop
 from lash_machine.errors import ErrorCode, StoreFailure, failure_of
+from lash_machine.persisted import FullGraph
 from lash_machine.stores import SQLiteStore
 
 Forgery = Callable[[fx.StoreRequest, Outcome], Outcome]

@@ -25,7 +25,6 @@ from test_drivers_support import (
 )
 
 from lash_machine import (
-    FullGraph,
     LeaseHeld,
     LeaseLost,
     ModelSpec,
@@ -38,6 +37,7 @@ from lash_machine.drivers import asyncio as asyncio_driver
 from lash_machine.drivers import blocking as blocking_driver
 from lash_machine.drivers import trio as trio_driver
 from lash_machine.drivers.store_effects import StoreRunner
+from lash_machine.persisted import FullGraph
 from lash_machine.stores import MemoryStore, SQLiteStore
 
 #: A policy without a model: opening a new session with it fails.

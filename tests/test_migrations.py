@@ -20,7 +20,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from lash_machine import FullGraph, SchemaVersionMismatch, SessionGraph, heal_graph
+from lash_machine import SchemaVersionMismatch, SessionGraph, heal_graph
+from lash_machine.persisted import FullGraph
 from lash_machine.stores import SCHEMA_VERSION, SessionStore, SQLiteStore, migrations
 from lash_machine.stores.postgres import PostgresStore
 

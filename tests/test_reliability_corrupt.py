@@ -24,21 +24,14 @@ import pytest
 from test_drivers_support import POLICY
 from test_reliability_support import fresh_schema
 
-from lash_machine import (
-    CorruptRow,
-    FullGraph,
-    Residency,
-    SchemaVersionMismatch,
-    heal_graph,
-    step,
-    wire,
-)
+from lash_machine import CorruptRow, Residency, SchemaVersionMismatch, heal_graph, step, wire
 from lash_machine import effects as fx
 from lash_machine import events as ev
 from lash_machine.drivers.blocking import Driver
 from lash_machine.graph import SessionGraph
+from lash_machine.persisted import FullGraph
 from lash_machine.state import MachineState
-from lash_machine.stores import SQLiteStore
+from lash_machine.stores import SCHEMA_VERSION, SQLiteStore
 from lash_machine.stores.base import SessionStore
 from lash_machine.testing.records import make_node
 
@@ -269,7 +262,7 @@ def test_a_wrong_schema_version_is_a_clear_error(target: Target) -> None:
         target.sql("UPDATE lash_schema SET version = 99")
     with pytest.raises(SchemaVersionMismatch) as caught:
         target.open_store()
-    assert (caught.value.found, caught.value.expected) == (99, 2)
+    assert (caught.value.found, caught.value.expected) == (99, SCHEMA_VERSION)
     assert "99" in str(caught.value)
     code, output = _cli_check(target)
     assert code == 4, output

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 
-from lash_machine.errors import HeadRevisionConflict, StoreError
+from lash_machine.errors import HeadRevisionConflict, SessionDeleted, StoreError
 from lash_machine.model import NodeKind, SessionNode
 from lash_machine.persisted import ActivePath, AttachmentIntent, FullGraph, Reparent
 from lash_machine.stores.base import SessionStore
@@ -68,6 +68,7 @@ class Forget:
 @attrs.frozen
 class Delete:
     session_id: str
+    purge: bool
 
 
 @attrs.frozen
@@ -89,7 +90,7 @@ operations = st.one_of(
     st.builds(Tombstone, sessions, st.lists(node_ids, max_size=3).map(tuple)),
     st.builds(Intent, sessions, st.sampled_from(ATTACHMENTS), st.sampled_from([1.0, 5.0])),
     st.builds(Forget, sessions, st.sampled_from(ATTACHMENTS)),
-    st.builds(Delete, sessions),
+    st.builds(Delete, sessions, st.booleans()),
     st.just(Vacuum()),
 )
 
@@ -128,9 +129,24 @@ def _apply(store: SessionStore, op: object) -> object:
     if isinstance(op, Forget):
         return store.forget(op.session_id, op.attachment_id)
     if isinstance(op, Delete):
-        return store.delete_session(op.session_id)
+        deleted = store.delete_session(op.session_id)
+        # Markers are forgotten at once now and then, so that ids are made
+        # again too.
+        if op.purge:
+            store.purge_deleted(float("inf"))
+        return deleted
     assert isinstance(op, Vacuum)
     return store.vacuum()
+
+
+def _read(store: SessionStore, session_id: str, scope: object) -> object:
+    """A read as plain data: a deleted session's error, or the session
+    without its creation time (each store's own clock)."""
+    try:
+        loaded = store.load_graph(session_id, scope)  # type: ignore[arg-type]
+    except SessionDeleted:
+        return "deleted"
+    return None if loaded is None else attrs.evolve(loaded, created_at=0.0)
 
 
 def snapshot(store: SessionStore) -> object:
@@ -140,10 +156,10 @@ def snapshot(store: SessionStore) -> object:
         store.list_uncommitted(float("inf")),
     ]
     for session_id in SESSIONS:
-        reads.append(store.load_graph(session_id, FullGraph()))
-        reads.append(store.load_graph(session_id, ActivePath()))
+        reads.append(_read(store, session_id, FullGraph()))
+        reads.append(_read(store, session_id, ActivePath()))
         for node_id in NODE_IDS:
-            reads.append(store.load_graph(session_id, ActivePath(node_id)))
+            reads.append(_read(store, session_id, ActivePath(node_id)))
             reads.append(store.load_node(session_id, node_id))
     return reads
 

@@ -20,19 +20,12 @@ import attrs
 import pytest
 from test_drivers_support import DRIVERS, POLICY, run_scenario
 
-from lash_machine import (
-    FullGraph,
-    HeadRevisionConflict,
-    Phase,
-    Residency,
-    SessionNode,
-    WireError,
-    wire,
-)
+from lash_machine import HeadRevisionConflict, Phase, Residency, SessionNode, WireError, wire
 from lash_machine import effects as fx
 from lash_machine import events as ev
 from lash_machine.drivers.asyncio import Driver
 from lash_machine.errors import StoreFailure
+from lash_machine.persisted import FullGraph
 from lash_machine.stores import MemoryStore, SQLiteStore
 from lash_machine.testing.conformance import make_commit, make_node
 from lash_machine.transport import RemoteStore, serve_store

@@ -12,7 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import CorruptRow, HeadRevisionConflict, LeaseHeld, StoreError, WireError
+from ..errors import (
+    CorruptRow,
+    HeadRevisionConflict,
+    LeaseHeld,
+    SessionNotFound,
+    StoreError,
+    WireError,
+)
 from ..stores._dsn import scrub
 from .exits import CliError, Exit
 from .parser import build_parser
@@ -61,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CorruptRow as error:
         hint = " (`lash-machine check` scans the whole database)"
         return _fail(str(error) + hint, Exit.STORE, dsn)
+    except SessionNotFound as error:  # deleted (or expired) meanwhile, say
+        return _fail(str(error), Exit.NOT_FOUND, dsn)
     except StoreError as error:  # unreachable, foreign schema, I/O: the store said what
         return _fail(str(error), Exit.STORE, dsn)
     except WireError as error:

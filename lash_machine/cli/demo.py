@@ -259,7 +259,9 @@ def _narrate(store: SQLiteStore, narrator: _Narrator, session_id: str) -> Sessio
         return node_id[:8]
 
     runner = _RecordingRunner(store, narrator, short)
-    with Driver(runner=runner, hooks=_hooks(narrator)) as driver:
+    # No warm cache: the resume below reads the active path from the file,
+    # which is what the demo shows.
+    with Driver(runner=runner, hooks=_hooks(narrator), warm_cache=0) as driver:
         session = narrator.step("Open a new session", lambda: driver.open(_POLICY, session_id))
 
         def converse() -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from .. import wire
 from ..content import id_problem, json_problem, node_problem, time_problem
-from ..errors import HeadRevisionConflict, WireError
+from ..errors import HeadRevisionConflict, SessionDeleted, WireError
 from ..graph import heal_graph
 from ..model import AgentFrame, SessionNode
 from ..persisted import GraphDelta, SessionCommit, StoredSession
@@ -159,6 +159,12 @@ def import_(args: argparse.Namespace) -> int:
             except HeadRevisionConflict:
                 raise CliError(
                     f"session {sid} already exists in {target.label}: nothing imported",
+                    Exit.CONFLICT,
+                ) from None
+            except SessionDeleted:
+                raise CliError(
+                    f"session {sid} was deleted in {target.label}: its id is not used again"
+                    " until `lash-machine purge` forgets the deletion; nothing imported",
                     Exit.CONFLICT,
                 ) from None
     finally:
