@@ -375,7 +375,7 @@ def test_json_payloads_decoded_from_data_must_be_json(bad: Any) -> None:
 
 
 def test_a_sequence_field_must_be_an_array() -> None:
-    from lash_machine import StoredSession
+    from lash_machine.persisted import StoredSession
 
     stored = StoredSession("s", 1, POLICY, (), "", (node("a", None),), "a")
     for bad, shown in (({}, "an object"), ({"a": 1}, "an object"), ("ab", "'ab'"), (3, "3")):

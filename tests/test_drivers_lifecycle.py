@@ -202,7 +202,7 @@ def _elsewhere(db: Path, script: str) -> None:
     """Run ``script`` in another process against the same SQLite file."""
     code = textwrap.dedent(
         f"""
-        from lash_machine import FullGraph
+        from lash_machine.persisted import FullGraph
         from lash_machine.stores import SQLiteStore
         from lash_machine.testing.records import make_commit, make_node
         store = SQLiteStore({str(db)!r})
@@ -229,9 +229,10 @@ def test_a_warm_resume_never_returns_stale_nodes(tmp_path: Path) -> None:
         # Another writer commits: the head moved.
         _elsewhere(
             db,
-            "print(store.commit(make_commit('s', 1, [make_node('theirs', "
-            f"{(session.view and None) or (parked and None)!r} or "
-            f"store.load_graph('s', FullGraph()).leaf_id)])))",
+            """
+            leaf = store.load_graph('s', FullGraph()).leaf_id
+            store.commit(make_commit('s', 1, [make_node('theirs', leaf)]))
+            """,
         )
         resumed = driver.resume(parked)
         assert "theirs" in resumed.state.graph
