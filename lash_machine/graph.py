@@ -12,6 +12,8 @@ missing parents, parent cycles, a leaf that names no node);
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
@@ -21,6 +23,9 @@ from pyrsistent import pvector
 from pyrsistent.typing import PVector
 
 from .model import NodeKind, SessionNode
+
+_ID = operator.attrgetter("node_id")
+_PARENT = operator.attrgetter("parent_id")
 
 __all__ = [
     "HealReport",
@@ -57,9 +62,9 @@ class SessionGraph:
     def from_nodes(cls, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
         """A graph of ``nodes`` (in insertion order) with the given leaf."""
         vector = pvector(nodes)
-        index: dict[str, int] = {}
-        for position, node in enumerate(vector):
-            index.setdefault(node.node_id, position)
+        ids = list(map(_ID, vector))
+        # Built back to front, so the first copy of a duplicate id wins.
+        index = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
         return cls(vector, immutables.Map(index), leaf_id)
 
     def __len__(self) -> int:
@@ -164,20 +169,6 @@ class SessionGraph:
         on_path = self.active_path_ids()
         return tuple(node.node_id for node in self._nodes if node.node_id not in on_path)
 
-    def trimmed_to_active_path(self) -> SessionGraph:
-        """Only the active path, root first (what ``ACTIVE_PATH_ONLY`` keeps)."""
-        path = self.active_path()
-        if len(path) == len(self._nodes):
-            return self
-        return SessionGraph.from_nodes(path, self.leaf_id)
-
-    def latest_message_id(self) -> str | None:
-        """The id of the most recently inserted message node, if any."""
-        for node in reversed(self._nodes):
-            if node.kind is NodeKind.MESSAGE:
-                return node.node_id
-        return None
-
 
 # ---- healing -------------------------------------------------------------
 
@@ -236,6 +227,13 @@ def heal_graph(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
     A well-formed graph comes back as the very same object with a clean
     report, and healing a healed graph changes nothing.
     """
+    if _well_formed(graph):
+        return graph, CLEAN_REPORT
+    return _repair(graph)
+
+
+def _repair(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
+    """The full algorithm of :func:`heal_graph`: three linear passes."""
     nodes: list[SessionNode] = []
     position: dict[str, int] = {}
     duplicates: list[str] = []
@@ -264,6 +262,34 @@ def heal_graph(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
         return graph, CLEAN_REPORT
     report = HealReport(tuple(duplicates), tuple(cuts), leaf_repair)
     return SessionGraph.from_nodes(nodes, leaf_id), report
+
+
+def _well_formed(graph: SessionGraph) -> bool:
+    """True when ``graph`` needs no repair, shown the cheap way: ids are
+    unique, every parent stands before its child in insertion order (so no
+    parent is missing and no chain of parents can loop), and the leaf is a
+    node. Graphs built by edits and read back in insertion order always
+    pass; any other graph goes through the full algorithm, whose verdict on
+    it is the same."""
+    count = len(graph)
+    index = graph._index  # first position of each id
+    if len(index) != count:
+        return False  # a duplicate id
+    leaf = graph.leaf_id
+    if leaf is not None and leaf not in index:
+        return False
+    nodes = graph._nodes
+    ids = list(map(_ID, nodes))
+    parents = list(map(_PARENT, nodes))
+    # Most nodes continue the node inserted just before them: compare the
+    # two lists shifted by one (no lookups), then look up only the others.
+    follows = map(operator.eq, parents[1:], ids[:-1])
+    others = itertools.compress(range(1, count), map(operator.not_, follows))
+    for position in itertools.chain((0,) if count else (), others):
+        parent = parents[position]
+        if parent is not None and index.get(parent, count) >= position:
+            return False
+    return True
 
 
 _UNSEEN, _ON_WALK, _DONE = 0, 1, 2

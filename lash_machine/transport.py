@@ -62,10 +62,14 @@ def _request_id(line: bytes) -> int | None:
     (so the failure can still be answered)."""
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser
         return None
     request_id = data.get("request_id") if isinstance(data, dict) else None
     return request_id if type(request_id) is int else None
+
+
+def _failed(request_id: int, error: WireError) -> str:
+    return wire.dumps(ev.EffectFailed(request_id, ErrorCode.WIRE_ERROR, str(error)))
 
 
 def _answer(store: SessionStore, line: bytes) -> str:
@@ -79,19 +83,30 @@ def _answer(store: SessionStore, line: bytes) -> str:
         request_id = _request_id(line)
         if request_id is None:
             raise  # nothing to answer it with: the peer has lost the protocol
-        return wire.dumps(ev.EffectFailed(request_id, ErrorCode.WIRE_ERROR, str(error)))
-    return wire.dumps(carry_out(store, request).result)
+        return _failed(request_id, error)
+    result = carry_out(store, request).result
+    try:
+        return wire.dumps(result)
+    except WireError as error:
+        # A value JSON cannot carry (an infinity in a body a legacy row
+        # holds): the request fails, the stream stays in step.
+        return _failed(request.request_id, error)
 
 
 def serve_store(store: SessionStore, reader: LineReader, writer: LineWriter) -> int:
     """Answer store requests from ``reader`` on ``writer`` until the stream
     ends; return how many were answered.
 
-    Store failures are answered as ``EffectFailed`` (or ``CommitConflicted``),
-    as a local driver would feed them. A malformed request that still names
-    a ``request_id`` is answered with ``EffectFailed(..., "wire_error")``;
-    one that does not raises :class:`~lash_machine.errors.WireError`, since
-    its sender can no longer be answered in order.
+    Every request that can be parsed is answered, with its result or an
+    ``EffectFailed``: store failures as a local driver would feed them (or
+    ``CommitConflicted``); a malformed request that still names a
+    ``request_id``, and a result that cannot be encoded (a stored value
+    JSON cannot carry), with ``EffectFailed(..., "wire_error")``. No
+    encoding or decoding error of one message stops the loop. Only a line
+    that names no ``request_id`` (not JSON, nested deeper than the parser
+    goes, or without the field) raises
+    :class:`~lash_machine.errors.WireError`, since its sender can no longer
+    be answered in order.
     """
     answered = 0
     for line in iter(reader.readline, b""):

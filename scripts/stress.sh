@@ -2,7 +2,9 @@
 # The reliability suite at full counts: 8 processes x 500 commit attempts
 # per store (lease storm 8 x 150, 1000 takeover races), 200 SIGKILLs per
 # store, 1M mutated wire decodes, plus the security, corrupt-data and
-# stale-result tests. Figures print as "[name] key=value" lines.
+# stale-result tests, and 300 unstaged rounds of PostgreSQL's commit /
+# tombstone / vacuum / delete races (tests/test_store_races.py, whose
+# staged races run too). Figures print as "[name] key=value" lines.
 #
 #   scripts/stress.sh            (uses $PYTHON, else .venv/bin/python, else python3)
 #
@@ -14,4 +16,4 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 LASH_MACHINE_STRESS=full exec "$PYTHON" -m pytest -s -p no:cacheprovider \
-    tests/test_reliability_*.py "$@"
+    tests/test_reliability_*.py tests/test_store_races.py "$@"

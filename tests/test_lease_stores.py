@@ -3,8 +3,10 @@ a real file, PostgresStore on a real server (a fresh schema per test)."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,25 @@ class TestMemoryLeases(LeaseConformance):
     def make_store(self, tmp_path: Path) -> Any:
         return MemoryStore()
 
+    @contextmanager
+    def hold_lease_locks(self, store: Any, session_ids: Sequence[str]) -> Iterator[None]:
+        with store._lock:
+            yield
+
 
 class TestSQLiteLeases(LeaseConformance):
     def make_store(self, tmp_path: Path) -> Any:
         return SQLiteStore(tmp_path / "leases.db")
+
+    @contextmanager
+    def hold_lease_locks(self, store: Any, session_ids: Sequence[str]) -> Iterator[None]:
+        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            blocker.rollback()
+            blocker.close()
 
 
 @pytest.fixture
@@ -51,3 +68,14 @@ class TestPostgresLeases(LeaseConformance):
         from lash_machine.stores import PostgresStore
 
         return PostgresStore(self.dsn, max_size=self.threads + 2)
+
+    @contextmanager
+    def hold_lease_locks(self, store: Any, session_ids: Sequence[str]) -> Iterator[None]:
+        with psycopg.connect(self.dsn) as blocker:
+            locked = blocker.execute(
+                "SELECT session_id FROM lash_leases WHERE session_id = ANY(%s) FOR UPDATE",
+                (list(session_ids),),
+            ).fetchall()
+            assert len(locked) == len(session_ids)
+            yield
+            blocker.rollback()

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from lash_machine.stores import SQLiteStore
 from lash_machine.stores.base import SessionStore
+from lash_machine.testing.postgres_server import throwaway_server
 from lash_machine.testing.stress import Opener
 
 _MODE = os.environ.get("LASH_MACHINE_STRESS", "")
@@ -96,64 +92,10 @@ def close_all(*stores: SessionStore) -> None:
 # ---- a throwaway PostgreSQL server that checks passwords -----------------------------
 
 
-def _pg_bindir() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return candidates[-1].parent if candidates else None
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    # initdb refuses to run as root.
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @contextmanager
 def password_server(password: str) -> Iterator[tuple[str, int]]:
     """A PostgreSQL cluster of its own on loopback whose ``postgres`` user
     must give ``password`` (scram-sha-256); yields (host, port). The shared
     test server trusts every connection, so it cannot refuse a password."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("CI needs the PostgreSQL server binaries")
-        pytest.skip("no PostgreSQL server binaries to start a password-checking server")
-    root = Path(tempfile.mkdtemp(prefix="lash-pw-"))
-    try:
-        (root / "pw").write_text(password + "\n")
-        if os.geteuid() == 0:
-            shutil.chown(root, "postgres", "postgres")
-            shutil.chown(root / "pw", "postgres", "postgres")
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(root / "data"),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "scram-sha-256",
-                    f"--pwfile={root / 'pw'}",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        ctl = [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log")]
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-        subprocess.run(
-            _as_postgres([*ctl, "-o", options, "-w", "start"]), check=True, capture_output=True
-        )
-        try:
-            yield "127.0.0.1", port
-        finally:
-            subprocess.run(
-                _as_postgres([*ctl, "-m", "immediate", "stop"]), check=False, capture_output=True
-            )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_server(fsync=False, password=password) as server:
+        yield server.host, server.port

@@ -61,13 +61,25 @@ class TestPostgresStore(StoreConformance):
         return PostgresStore(self.dsn, max_size=self.threads + 2)
 
     def corrupt_node(
-        self, store: SessionStore, session_id: str, node_id: str, column: str, value: str
+        self, store: SessionStore, session_id: str, node_id: str, column: str, value: object
     ) -> None:
-        assert column in {"body", "kind"}
+        assert column in {"body", "kind", "created_at"}
         _raw(
             self.dsn,
             f"UPDATE lash_nodes SET {column} = %s WHERE session_id = %s AND node_id = %s",
             (value, session_id, node_id),
+        )
+
+    def hide_raw(self, store: SessionStore, session_id: str, node_id: str) -> None:
+        _raw(
+            self.dsn,
+            "UPDATE lash_nodes SET tombstoned = true WHERE session_id = %s AND node_id = %s",
+            (session_id, node_id),
+        )
+        _raw(
+            self.dsn,
+            "UPDATE lash_sessions SET live_nodes = live_nodes - 1 WHERE session_id = %s",
+            (session_id,),
         )
 
     def corrupt_session(

@@ -41,14 +41,27 @@ class TestSQLiteStore(StoreConformance):
         return SQLiteStore(tmp_path / "store.db")
 
     def corrupt_node(
-        self, store: SessionStore, session_id: str, node_id: str, column: str, value: str
+        self, store: SessionStore, session_id: str, node_id: str, column: str, value: object
     ) -> None:
         assert isinstance(store, SQLiteStore)
-        assert column in {"body", "kind"}
+        assert column in {"body", "kind", "created_at"}
         _raw(
             store.path,
             f"UPDATE lash_nodes SET {column} = ? WHERE session_id = ? AND node_id = ?",
             (value, session_id, node_id),
+        )
+
+    def hide_raw(self, store: SessionStore, session_id: str, node_id: str) -> None:
+        assert isinstance(store, SQLiteStore)
+        _raw(
+            store.path,
+            "UPDATE lash_nodes SET tombstoned = 1 WHERE session_id = ? AND node_id = ?",
+            (session_id, node_id),
+        )
+        _raw(
+            store.path,
+            "UPDATE lash_sessions SET live_nodes = live_nodes - 1 WHERE session_id = ?",
+            (session_id,),
         )
 
     def corrupt_session(
@@ -172,3 +185,44 @@ def test_the_active_path_query_only_probes_the_primary_key(db: str) -> None:
     lookups = [step for step in plan if "lash_nodes" in step or step.startswith("SEARCH n")]
     assert lookups, plan
     assert all("USING PRIMARY KEY (session_id=? AND node_id=?)" in step for step in lookups), plan
+
+
+def test_opening_and_reading_never_wait_for_the_write_lock(db: str) -> None:
+    # A long writer holds the write lock; read-only work (the CLI's
+    # `sessions`, `check`) opens the store and reads at once. A store that
+    # took the lock to open would fail here with "database is locked".
+    store = SQLiteStore(db)
+    store.commit(make_commit("s", None, chain("n", 2)))
+    store.close()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        reader = SQLiteStore(db, timeout=0.2)
+        try:
+            assert [i.session_id for i in reader.list_sessions()] == ["s"]
+            loaded = reader.load_graph("s", FullGraph())
+            assert loaded is not None
+            assert [n.node_id for n in loaded.nodes] == ["n0", "n1"]
+            with pytest.raises(StoreError, match="locked"):
+                reader.commit(make_commit("s", 1, [make_node("n2", "n1")]))
+        finally:
+            reader.close()
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+def test_a_new_file_gets_its_schema_under_the_write_lock(db: str) -> None:
+    # Only a new (empty) file takes the lock, to create the schema: an
+    # opener that finds another one creating it waits, then sees it made.
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("PRAGMA journal_mode = WAL")
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            SQLiteStore(db, timeout=0.2)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    SQLiteStore(db).close()
+    assert _raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]

@@ -21,12 +21,18 @@ class TestMemoryStore(StoreConformance):
         return MemoryStore()
 
     def corrupt_node(
-        self, store: SessionStore, session_id: str, node_id: str, column: str, value: str
+        self, store: SessionStore, session_id: str, node_id: str, column: str, value: object
     ) -> None:
         assert isinstance(store, MemoryStore)
         node = store._sessions[session_id].nodes[node_id]
-        index = {"kind": 2, "body": 5}[column]
+        index = {"kind": 2, "created_at": 4, "body": 5}[column]
         node.row = (*node.row[:index], value, *node.row[index + 1 :])  # type: ignore[assignment]
+
+    def hide_raw(self, store: SessionStore, session_id: str, node_id: str) -> None:
+        assert isinstance(store, MemoryStore)
+        session = store._sessions[session_id]
+        session.nodes[node_id].tombstoned = True
+        session.live_nodes -= 1
 
     def corrupt_session(
         self, store: SessionStore, session_id: str, column: str, value: str

@@ -4,8 +4,11 @@ file) in a child process, store effects and results as wire JSON lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import math
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from test_drivers_support import DRIVERS, POLICY, run_scenario
 
@@ -21,6 +25,7 @@ from lash_machine import (
     HeadRevisionConflict,
     Phase,
     Residency,
+    SessionNode,
     WireError,
     wire,
 )
@@ -29,6 +34,7 @@ from lash_machine import events as ev
 from lash_machine.drivers.asyncio import Driver
 from lash_machine.errors import StoreFailure
 from lash_machine.stores import MemoryStore, SQLiteStore
+from lash_machine.testing.conformance import make_commit, make_node
 from lash_machine.transport import RemoteStore, serve_store
 
 SERVE = (
@@ -182,3 +188,148 @@ def test_remote_store_refuses_an_answer_to_another_request() -> None:
     # The stream is out of step now: later requests fail without trying.
     later = remote(fx.LoadNode(2, "s", "n")).result
     assert isinstance(later, ev.EffectFailed) and "broken" in later.message
+
+
+# ---- one bad message never stops the store process -------------------------------------
+
+
+def _legacy_infinite_body(path: Path) -> None:
+    """A session whose node body holds an infinity, as a row written before
+    bodies were checked."""
+    store = SQLiteStore(path)
+    try:
+        store.commit(make_commit("legacy", None, [make_node("a", None, {"x": 1})]))
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE lash_nodes SET body = '{\"x\": Infinity}' WHERE node_id = 'a'")
+
+
+def test_a_legacy_row_fails_its_reads_and_the_store_process_serves_on(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    _legacy_infinite_body(tmp_path / "sessions.db")
+    remote, child = spawn()
+    for request in (fx.LoadNode(1, "legacy", "a"), fx.LoadGraph(2, "legacy", FullGraph())):
+        result = remote(request).result
+        assert isinstance(result, ev.EffectFailed), result
+        assert result.request_id == request.request_id
+        assert result.error in ("corrupt_row", "wire_error")
+    assert remote(fx.LoadNode(3, "legacy", "missing")).result == ev.LoadNodeResult(3, None)
+    assert child.poll() is None
+
+
+class _HostStore(MemoryStore):
+    """A host's own store (the SessionStore protocol is public) that hands
+    back what JSON text cannot carry: an infinity in node ``a``'s body."""
+
+    def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
+        node = super().load_node(session_id, node_id)
+        if node is None or node_id != "a":
+            return node
+        return attrs.evolve(node, body={"x": math.inf})
+
+
+class _Served:
+    """serve_store in a thread on one end of a socket pair; requests go in
+    as raw lines on the other end."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.ours, theirs = socket.socketpair()
+        self._theirs = theirs
+        self.error: BaseException | None = None
+        self.reader = self.ours.makefile("rb")
+        self.writer = self.ours.makefile("wb")
+        self.store = store or MemoryStore()
+        self.thread = threading.Thread(target=self._serve, args=(self.store,))
+        self.thread.start()
+
+    def _serve(self, store: MemoryStore) -> None:
+        try:
+            serve_store(store, self._theirs.makefile("rb"), self._theirs.makefile("wb"))
+        except BaseException as error:  # recorded for the test to look at
+            self.error = error
+        finally:
+            # As a store process's exit would: the client sees the end.
+            self._theirs.shutdown(socket.SHUT_RDWR)
+
+    def ask(self, line: bytes) -> Any:
+        self.writer.write(line + b"\n")
+        self.writer.flush()
+        answer = self.reader.readline()
+        return wire.loads(answer) if answer else None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # the server may have hung up first
+            self.writer.close()
+            self.ours.shutdown(socket.SHUT_WR)
+        self.thread.join(timeout=10)
+        self.reader.close()
+        self.ours.close()
+        self._theirs.close()
+
+
+def test_a_deep_request_with_an_id_is_answered_and_serving_goes_on() -> None:
+    served = _Served()
+    try:
+        deep = b"[" * 800 + b"]" * 800  # parses; no store request holds it
+        line = b'{"format": 1, "type": "effects.LoadNode", "request_id": 5,'
+        answer = served.ask(line + b' "session_id": "s", "node_id": ' + deep + b"}")
+        assert isinstance(answer, ev.EffectFailed)
+        assert (answer.request_id, answer.error) == (5, "wire_error")
+        answer = served.ask(wire.dumps(fx.LoadNode(6, "s", "n")).encode())
+        assert answer == ev.LoadNodeResult(6, None)
+    finally:
+        served.stop()
+    assert served.error is None
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_line_nested_past_the_parser_stops_serving_with_a_wire_error(depth: int) -> None:
+    served = _Served()
+    line = b'{"format": 1, "request_id": 7, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    try:
+        assert served.ask(line) is None  # no answer: the stream ends
+    finally:
+        served.stop()
+    assert isinstance(served.error, WireError), repr(served.error)
+
+
+def test_a_result_that_cannot_be_encoded_is_answered_as_a_wire_error() -> None:
+    store = _HostStore()
+    store.commit(make_commit("host", None, [make_node("a", None, {"x": 1})]))
+    served = _Served(store)
+    try:
+        answer = served.ask(wire.dumps(fx.LoadNode(1, "host", "a")).encode())
+        assert isinstance(answer, ev.EffectFailed)
+        assert (answer.request_id, answer.error) == (1, "wire_error")
+        assert "cannot encode LoadNodeResult" in answer.message
+        # In step: the next request gets its own answer.
+        answer = served.ask(wire.dumps(fx.LoadNode(2, "host", "b")).encode())
+        assert answer == ev.LoadNodeResult(2, None)
+    finally:
+        served.stop()
+    assert served.error is None
+
+
+def test_a_driver_gets_a_typed_failure_for_a_result_that_cannot_be_sent() -> None:
+    store = _HostStore()
+    nodes = [make_node("r", None, {}), make_node("a", "r", {"x": 1})]
+    store.commit(make_commit("host", None, nodes, leaf_id="r"))
+    served = _Served(store)
+    remote = RemoteStore(served.reader, served.writer)
+
+    async def main() -> None:
+        driver = Driver(runner=remote)
+        session = await driver.open(POLICY, "host", residency=Residency.ACTIVE_PATH_ONLY)
+        # The failure's code names its exception: the driver raises it.
+        with pytest.raises(WireError, match="cannot encode LoadNodeResult"):
+            await session.load_node("a")  # off the path: read from the store
+        await session.append({"text": "still usable"})
+        await session.save()
+
+    try:
+        asyncio.run(main())
+    finally:
+        served.stop()
+    assert served.error is None

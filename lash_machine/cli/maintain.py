@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import HeadRevisionConflict
+from ..errors import HeadRevisionConflict, TombstoneRefused
 from ..graph import heal_graph
 from ..persisted import GraphDelta, Reparent, SessionCommit
 from .exits import CliError, Exit
@@ -27,7 +27,10 @@ def prune(args: argparse.Namespace) -> int:
     them for good). Refused while the graph needs repair (which nodes are
     orphans is only meaningful on a well-formed graph) and while a worker
     holds the session's lease (tombstones are not fenced: a worker could
-    branch back onto a node being hidden)."""
+    branch back onto a node being hidden). A commit that was already in
+    flight when the lease was claimed can still land between the read and
+    the tombstone; the store then refuses the tombstone (it never hides a
+    node the stored graph still needs) and prune reports a conflict."""
     target = target_of(args)
     with open_store(target) as store:
         session_id = find_session(store, target, args.session).session_id
@@ -43,7 +46,12 @@ def prune(args: argparse.Namespace) -> int:
                     Exit.PROBLEMS,
                 )
             orphan_ids = graph.orphan_ids()
-            hidden = store.tombstone_nodes(session_id, orphan_ids) if orphan_ids else 0
+            try:
+                hidden = store.tombstone_nodes(session_id, orphan_ids) if orphan_ids else 0
+            except TombstoneRefused:
+                raise CliError(
+                    f"session {sid} changed while pruning; run prune again", Exit.CONFLICT
+                ) from None
     if not orphan_ids:
         print(f"session {sid}: no orphans to prune")
         return Exit.OK

@@ -10,12 +10,14 @@ corrupt row is reported, never skipped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
 from .. import wire
+from ..content import id_problem, node_problem, time_problem
 from ..errors import CorruptRow, StoreError, WireError
 from ..model import (
     JSON,
@@ -26,16 +28,23 @@ from ..model import (
     SessionPolicy,
     ToolSnapshot,
 )
-from ..persisted import SessionCommit, StoredSession
+from ..persisted import AttachmentIntent, GraphDelta, SessionCommit, StoredSession
 
 __all__ = [
+    "LEAF_REASON",
+    "IntentRow",
     "NodeRow",
     "SessionRow",
+    "built_on",
+    "check_session_id",
     "decode_node",
     "decode_session",
     "dump_json",
+    "encode_intent",
     "encode_node",
     "encode_session",
+    "fold_repairs",
+    "orphan_reason",
     "path_root_first",
     "with_parent",
 ]
@@ -45,6 +54,10 @@ T = TypeVar("T")
 #: A node as the SQL stores bind it on insert:
 #: (node_id, parent_id, kind, frame_id, created_at, body JSON text).
 NodeRow = tuple[str, str | None, str, str | None, float, str]
+
+#: An attachment intent as the SQL stores bind it:
+#: (session_id, attachment_id, uri, created_at).
+IntentRow = tuple[str, str, str, float]
 
 _KINDS = {kind.value: kind for kind in NodeKind}
 
@@ -59,9 +72,23 @@ def dump_json(value: JSON, what: str) -> str:
         raise StoreError(f"{what} is not JSON: {exc}") from None
 
 
-# raw_decode skips json.loads' argument checks and whitespace scan: text a
-# store wrote has neither. Anything else falls back to json.loads.
-_raw_decode = json.JSONDecoder().raw_decode
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: a literal beyond float range
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+# Stores write JSON with allow_nan=False, so NaN, Infinity or an overflowing
+# literal in stored text is corruption: the decoder refuses them. raw_decode
+# skips json.loads' argument checks and whitespace scan (text a store wrote
+# has neither); anything else falls back to decode.
+_decoder = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+_raw_decode = _decoder.raw_decode
 
 
 def _load_json(text: object, session_id: str, node_id: str | None, what: str) -> Any:
@@ -76,7 +103,7 @@ def _load_json(text: object, session_id: str, node_id: str | None, what: str) ->
     except (ValueError, RecursionError):
         pass
     try:
-        return json.loads(text)
+        return _decoder.decode(text)
     except (ValueError, RecursionError) as exc:
         raise CorruptRow(session_id, node_id, f"{what}: bad JSON ({exc})") from None
 
@@ -94,24 +121,98 @@ def _record(data: Any, cls: type[T], session_id: str, what: str) -> T:
         raise CorruptRow(session_id, None, f"{what}: {exc}") from None
 
 
+def check_session_id(session_id: object) -> None:
+    """Refuse a session id no store could key a row by (not text, or
+    longer than :data:`~lash_machine.content.MAX_ID_LENGTH`)."""
+    problem = id_problem(session_id, "session id", empty=True)
+    if problem is not None:
+        raise StoreError(problem)
+
+
 def encode_node(session_id: str, node: SessionNode) -> NodeRow:
     """The row of one appended node. A node no store could read back (an
-    unknown kind, an id that is not text) is refused here, before anything
-    is written, rather than stored and reported corrupt on every read."""
-    where = f"session {session_id!r}, node {node.node_id!r}"
-    if type(node.node_id) is not str:
-        raise StoreError(f"{where}: node id must be text")
-    for name, value in (("parent id", node.parent_id), ("frame id", node.frame_id)):
-        if value is not None and type(value) is not str:
-            raise StoreError(f"{where}: {name} must be text or None")
-    kind = _KINDS.get(node.kind.value if isinstance(node.kind, NodeKind) else node.kind)
-    if kind is None:
-        raise StoreError(f"{where}: unknown node kind {node.kind!r}")
-    created_at = node.created_at
-    if isinstance(created_at, bool) or not isinstance(created_at, int | float):
-        raise StoreError(f"{where}: created_at must be a number")
-    body = dump_json(node.body, f"{where}: body")
-    return (node.node_id, node.parent_id, kind.value, node.frame_id, float(created_at), body)
+    unknown kind, an id that is not text or too long, a time that is not
+    finite, a body that is not JSON as stores write it) is refused here by
+    :func:`~lash_machine.content.node_problem`, before anything is written,
+    rather than stored and reported corrupt on every read."""
+    problem = node_problem(node)
+    if problem is not None:
+        raise StoreError(f"session {session_id!r}: {problem}")
+    try:
+        created_at = float(node.created_at)
+    except OverflowError:  # an int beyond float range
+        raise StoreError(
+            f"session {session_id!r}: node {node.node_id!r}: created_at is not a finite number"
+        ) from None
+    body = dump_json(node.body, f"session {session_id!r}, node {node.node_id!r}: body")
+    kind = _KINDS[node.kind]
+    return (node.node_id, node.parent_id, kind.value, node.frame_id, created_at, body)
+
+
+def encode_intent(intent: AttachmentIntent) -> IntentRow:
+    """The row of one attachment intent; ids, URI and time are checked as
+    for nodes."""
+    problem = id_problem(intent.session_id, "session id", empty=True) or id_problem(
+        intent.attachment_id, "attachment id", empty=True
+    )
+    if problem is None and type(intent.uri) is not str:
+        problem = f"uri must be text, not {type(intent.uri).__name__}"
+    if problem is None:
+        problem = time_problem(intent.created_at, "created_at")
+    if problem is None:
+        try:
+            created_at = float(intent.created_at)
+        except OverflowError:
+            problem = "created_at is not a finite number"
+    if problem is not None:
+        raise StoreError(f"attachment intent: {problem}")
+    return (intent.session_id, intent.attachment_id, intent.uri, created_at)
+
+
+def fold_repairs(
+    rows: Sequence[NodeRow], delta: GraphDelta
+) -> tuple[list[NodeRow], dict[str, str | None]]:
+    """The appended rows with the delta's repairs of those very nodes
+    folded in, and the repairs left for stored nodes. The last repair of a
+    node wins, as if the repairs were applied in order."""
+    repairs = {r.node_id: r.parent_id for r in delta.reparented}
+    folded = [with_parent(row, repairs.pop(row[0])) if row[0] in repairs else row for row in rows]
+    return folded, repairs
+
+
+def built_on(
+    rows: Sequence[NodeRow], repairs: dict[str, str | None], leaf_id: str | None
+) -> list[str]:
+    """The stored nodes a commit builds on, each once, in order: the parent
+    each appended node ends up with, the new parent of each repaired stored
+    node, then the new leaf. Ids the commit appends are left out (they are
+    not stored yet). ``rows`` and ``repairs`` come from :func:`fold_repairs`.
+
+    A store refuses a commit to an existing session with
+    :class:`~lash_machine.errors.ParentTombstoned` when one of them is not
+    a live node of the session: tombstoned, or gone (a tombstoned node that
+    vacuum removed looks like one never stored). The stored leaf is left
+    out of the check: ``tombstone_nodes`` never hides it, and a commit that
+    keeps a leaf it found need not own it again.
+    """
+    appended = {row[0] for row in rows}
+    wanted: Iterable[str | None] = (
+        *(row[1] for row in rows),
+        *repairs.values(),
+        leaf_id,
+    )
+    return list(dict.fromkeys(i for i in wanted if i is not None and i not in appended))
+
+
+#: Why :meth:`~lash_machine.stores.base.SessionStore.tombstone_nodes`
+#: refuses the stored leaf.
+LEAF_REASON = "it is the session's stored leaf"
+
+
+def orphan_reason(child_id: str) -> str:
+    """Why ``tombstone_nodes`` refuses the parent of a live node it would
+    not hide."""
+    return f"its child {child_id!r} is live and not tombstoned with it (hide whole subtrees)"
 
 
 def decode_node(session_id: str, row: Sequence[Any]) -> SessionNode:
@@ -124,6 +225,7 @@ def decode_node(session_id: str, row: Sequence[Any]) -> SessionNode:
         type(node_id) is str
         and node_kind is not None
         and type(created_at) is float
+        and created_at - created_at == 0.0  # finite: inf - inf and NaN are NaN
         and (parent_id is None or type(parent_id) is str)
         and (frame_id is None or type(frame_id) is str)
     ):
@@ -153,6 +255,8 @@ def _decode_odd_node(session_id: str, row: Sequence[Any]) -> SessionNode:
         raise CorruptRow(session_id, node_id, f"unknown node kind {kind!r}")
     if isinstance(created_at, bool) or not isinstance(created_at, int | float):
         raise CorruptRow(session_id, node_id, f"created_at is {created_at!r}, not a number")
+    if not math.isfinite(created_at):
+        raise CorruptRow(session_id, node_id, f"created_at is {created_at!r}, not a finite number")
     return SessionNode(
         node_id=node_id,
         parent_id=parent_id,
@@ -177,7 +281,9 @@ class SessionRow:
 
 
 def encode_session(commit: SessionCommit) -> SessionRow:
-    """The session-row columns of ``commit``."""
+    """The session-row columns of ``commit`` (its session id checked by
+    :func:`check_session_id`)."""
+    check_session_id(commit.session_id)
     where = f"session {commit.session_id!r}"
     tool = commit.tool_snapshot
     plugin = commit.plugin_snapshot

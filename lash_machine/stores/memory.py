@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 import attrs
 
-from ..errors import HeadRevisionConflict, LeaseLost, StoreError
+from ..errors import (
+    HeadRevisionConflict,
+    LeaseLost,
+    ParentTombstoned,
+    StoreError,
+    TombstoneRefused,
+)
 from ..model import SessionNode
 from ..persisted import (
     ActivePath,
@@ -26,12 +32,18 @@ from ..persisted import (
     VacuumReport,
 )
 from ._rows import (
+    LEAF_REASON,
     NodeRow,
     SessionRow,
+    built_on,
+    check_session_id,
     decode_node,
     decode_session,
+    encode_intent,
     encode_node,
     encode_session,
+    fold_repairs,
+    orphan_reason,
     path_root_first,
     with_parent,
 )
@@ -123,11 +135,14 @@ class MemoryStore:
         return decode_node(session_id, row)
 
     def commit(self, commit: SessionCommit) -> int:
-        """Apply ``commit`` when the stored head equals its expected head."""
+        """Apply ``commit`` when the stored head equals its expected head
+        and it builds only on live nodes."""
         # Encode before taking the lock: a value JSON cannot hold fails here
         # with nothing applied.
         session_row = encode_session(commit)
-        appended = [encode_node(commit.session_id, n) for n in commit.delta.appended]
+        rows, repairs = fold_repairs(
+            [encode_node(commit.session_id, n) for n in commit.delta.appended], commit.delta
+        )
         with self._lock:
             self._check_open()
             session = self._sessions.get(commit.session_id)
@@ -142,8 +157,13 @@ class MemoryStore:
             if actual != commit.expected_head:
                 raise HeadRevisionConflict(commit.session_id, commit.expected_head, actual)
             existing = {} if session is None else session.nodes
+            if session is not None:
+                for node_id in built_on(rows, repairs, commit.delta.leaf_id):
+                    node = existing.get(node_id)
+                    if (node is None or node.tombstoned) and node_id != session.row.leaf_id:
+                        raise ParentTombstoned(commit.session_id, node_id)
             seen: set[str] = set()
-            for row in appended:
+            for row in rows:
                 if row[0] in existing or row[0] in seen:
                     raise StoreError(
                         f"session {commit.session_id!r}: node {row[0]!r} is already stored"
@@ -157,13 +177,13 @@ class MemoryStore:
                 session.head_revision += 1
                 session.row = session_row
                 session.updated_at = now
-            for row in appended:
+            for row in rows:
                 session.nodes[row[0]] = _Node(row)
-            session.live_nodes += len(appended)
-            for repair in commit.delta.reparented:
-                node = session.nodes.get(repair.node_id)
+            session.live_nodes += len(rows)
+            for node_id, parent_id in repairs.items():
+                node = session.nodes.get(node_id)
                 if node is not None:
-                    node.row = with_parent(node.row, repair.parent_id)
+                    node.row = with_parent(node.row, parent_id)
             for attachment_id in commit.adopt_attachments:
                 key = (commit.session_id, attachment_id)
                 intent = self._intents.get(key)
@@ -172,29 +192,43 @@ class MemoryStore:
             return session.head_revision
 
     def tombstone_nodes(self, session_id: str, node_ids: Sequence[str]) -> int:
-        """Hide live nodes of the session; return how many were hidden."""
+        """Hide live nodes of the session; return how many were hidden.
+        Refused when one is the stored leaf or the parent of a live node
+        not hidden with it."""
         with self._lock:
             self._check_open()
             session = self._sessions.get(session_id)
             if session is None:
                 return 0
-            hidden = 0
-            for node_id in set(node_ids):
-                node = session.nodes.get(node_id)
-                if node is not None and not node.tombstoned:
-                    node.tombstoned = True
-                    hidden += 1
-            session.live_nodes -= hidden
-            return hidden
+            targets = {
+                node_id
+                for node_id in node_ids
+                if (node := session.nodes.get(node_id)) is not None and not node.tombstoned
+            }
+            if not targets:
+                return 0
+            leaf_id = session.row.leaf_id
+            if leaf_id in targets:
+                raise TombstoneRefused(session_id, leaf_id, LEAF_REASON)
+            for node_id, node in session.nodes.items():
+                parent_id = node.row[1]
+                if parent_id in targets and not node.tombstoned and node_id not in targets:
+                    raise TombstoneRefused(session_id, parent_id, orphan_reason(node_id))
+            for node_id in targets:
+                session.nodes[node_id].tombstoned = True
+            session.live_nodes -= len(targets)
+            return len(targets)
 
     def vacuum(self) -> VacuumReport:
-        """Drop tombstoned nodes for good (forgotten intents are already
-        gone: :meth:`forget` deletes)."""
+        """Drop tombstoned nodes for good, except one a live node still
+        names as its parent (forgotten intents are already gone:
+        :meth:`forget` deletes)."""
         with self._lock:
             self._check_open()
             removed = 0
             for session in self._sessions.values():
-                dead = [k for k, n in session.nodes.items() if n.tombstoned]
+                needed = {n.row[1] for n in session.nodes.values() if not n.tombstoned}
+                dead = [k for k, n in session.nodes.items() if n.tombstoned and k not in needed]
                 for node_id in dead:
                     del session.nodes[node_id]
                 removed += len(dead)
@@ -218,10 +252,16 @@ class MemoryStore:
             return self._sessions.pop(session_id, None) is not None
 
     def record_intent(self, intent: AttachmentIntent) -> None:
-        """Record (or replace) the intent of one attachment."""
+        """Record (or replace) the intent of one attachment; an intent a
+        commit adopted stays committed."""
+        encode_intent(intent)
         with self._lock:
             self._check_open()
-            self._intents[(intent.session_id, intent.attachment_id)] = intent
+            key = (intent.session_id, intent.attachment_id)
+            found = self._intents.get(key)
+            if found is not None and found.committed and not intent.committed:
+                intent = attrs.evolve(intent, committed=True)
+            self._intents[key] = intent
 
     def list_uncommitted(self, older_than: float) -> list[AttachmentIntent]:
         """Unadopted intents created before ``older_than``, oldest first."""
@@ -233,10 +273,16 @@ class MemoryStore:
         return sorted(found, key=lambda i: (i.created_at, i.session_id, i.attachment_id))
 
     def forget(self, session_id: str, attachment_id: str) -> bool:
-        """Delete one intent; ``False`` when there was none."""
+        """Delete one uncommitted intent; ``False`` (and nothing deleted)
+        when there is none or a commit adopted it."""
         with self._lock:
             self._check_open()
-            return self._intents.pop((session_id, attachment_id), None) is not None
+            key = (session_id, attachment_id)
+            found = self._intents.get(key)
+            if found is None or found.committed:
+                return False
+            del self._intents[key]
+            return True
 
     # -- execution leases ---------------------------------------------------
 
@@ -246,6 +292,7 @@ class MemoryStore:
         """Claim the session for ``owner`` (see
         :class:`~lash_machine.stores.leases.LeaseStore`)."""
         check_claim(owner, ttl)
+        check_session_id(session_id)
         with self._lock:
             self._check_open()
             at = time.time() if now is None else now

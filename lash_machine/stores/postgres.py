@@ -8,6 +8,15 @@ concurrent committers; for the loser it matches no row, and every other
 write of the statement reads from it, so nothing of the loser is written.
 A read is one pipelined round trip.
 
+Every writer of a session takes the session row first, then node rows (a
+tombstone, a delete and a vacuum run their statements in a transaction
+after locking it), so writers of one session serialise without deadlock
+and each sees what the one before committed. A deadlock or serialization
+failure the server still reports is a :class:`TransientStoreError`.
+
+After a server restart the pool's idle connections are dead; each is
+found (the server said goodbye on it) and replaced before a call uses it.
+
 PostgreSQL ``text`` cannot hold NUL characters: writing an id (or URI) with
 one raises :class:`StoreError`; reads of such ids find nothing. Text that
 is not valid Unicode (a lone surrogate) cannot be sent at all: any call
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import select
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -33,7 +43,16 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import HeadRevisionConflict, LeaseHeld, LeaseLost, SchemaVersionMismatch, StoreError
+from ..errors import (
+    HeadRevisionConflict,
+    LeaseHeld,
+    LeaseLost,
+    ParentTombstoned,
+    SchemaVersionMismatch,
+    StoreError,
+    TombstoneRefused,
+    TransientStoreError,
+)
 from ..model import SessionNode
 from ..persisted import (
     ActivePath,
@@ -47,12 +66,17 @@ from ..persisted import (
 )
 from ._dsn import redact, scrub
 from ._rows import (
+    LEAF_REASON,
+    built_on,
+    check_session_id,
     decode_node,
     decode_session,
+    encode_intent,
     encode_node,
     encode_session,
+    fold_repairs,
+    orphan_reason,
     path_root_first,
-    with_parent,
 )
 from .base import SCHEMA_VERSION
 from .leases import Lease, check_claim, check_fence
@@ -158,12 +182,20 @@ _SELECT_NODE = (
 )
 _SELECT_HEAD = "SELECT head_revision FROM lash_sessions WHERE session_id = %s"
 
+# Every writer of a session's rows takes its locks in one order: the lease
+# row (shared, commits only; claims lock nothing else, so no writer ever
+# waits for a lease row while holding more), then the session row, then node
+# rows. The session row is the session's lock: a commit, a tombstone, a
+# delete and a vacuum of one session serialise on it, whatever its lease
+# history (a session that was never leased has no lease row to lock).
+_LOCK_SESSION = "SELECT 1 FROM lash_sessions WHERE session_id = %s FOR UPDATE"
+
 # A commit is ONE statement, so it is atomic without BEGIN/COMMIT and costs
-# one round trip. The first CTE is the compare-and-set; every other part
-# reads from it, so when it matches no row (another writer won) nothing else
-# is written. Its row lock orders concurrent committers. All data-modifying
-# CTEs share one snapshot: reparents of nodes appended by the same commit
-# are folded into the inserted rows beforehand.
+# one round trip. The compare-and-set ``cas`` gates every write: every other
+# part reads from it, so when it matches no row (another writer won, or a
+# check refused) nothing else is written. All data-modifying CTEs share one
+# snapshot: reparents of nodes appended by the same commit are folded into
+# the inserted rows beforehand.
 #: The server's clock, in seconds since the epoch: every lease expiry is
 #: judged by it (unless the caller passes ``now``), so workers' clocks may drift.
 _CLOCK = "extract(epoch from clock_timestamp())::float8"
@@ -186,6 +218,38 @@ fence AS MATERIALIZED (
     END AS ok
 ),
 """
+# The nodes the commit builds on (``refs``: see _rows.built_on) must be live
+# nodes of the session. The statement's snapshot predates any wait for the
+# session row, so a tombstone or vacuum that committed during the wait is
+# invisible to plain reads. So the session row is locked first (``locked``;
+# it reads ``fence`` so that the lease row is locked before it, in the one
+# order), then the row of each ref (``probe``): a locking read returns the
+# newest version of a row, and none for a row deleted meanwhile. Each probe
+# is a primary-key lookup (LATERAL keeps the planner from turning them into
+# a scan of the session). The stored leaf is left out: an append that
+# continues from the leaf (the usual commit) locks and probes nothing more.
+_GUARD = """
+refs AS MATERIALIZED (
+    SELECT r.node_id, r.ord FROM unnest(%(refs)s::text[]) WITH ORDINALITY AS r(node_id, ord)
+     WHERE r.node_id IS DISTINCT FROM
+           (SELECT leaf_id FROM lash_sessions WHERE session_id = %(sid)s)
+),
+locked AS MATERIALIZED (
+    SELECT 1 FROM fence, lash_sessions AS s
+     WHERE s.session_id = %(sid)s AND EXISTS (SELECT 1 FROM refs)
+       FOR UPDATE OF s
+),
+probe AS MATERIALIZED (
+    SELECT refs.node_id, refs.ord, h.tombstoned
+      FROM locked, refs LEFT JOIN LATERAL (
+           SELECT n.tombstoned FROM lash_nodes AS n
+            WHERE n.session_id = %(sid)s AND n.node_id = refs.node_id FOR SHARE
+      ) AS h ON true
+),
+dead AS MATERIALIZED (
+    SELECT node_id FROM probe WHERE tombstoned IS DISTINCT FROM false ORDER BY ord LIMIT 1
+),
+"""
 _CAS_CREATE = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at)
@@ -201,6 +265,7 @@ UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = next_seq 
     frames = %(frames)s, current_frame_id = %(frame)s, tool_snapshot = %(tools)s,
     plugin_snapshot = %(plugins)s, host_checkpoint = %(checkpoint)s, updated_at = %(now)s
 WHERE session_id = %(sid)s AND head_revision = %(expected)s AND (SELECT ok FROM fence)
+  AND NOT EXISTS (SELECT 1 FROM dead)
 RETURNING next_seq - %(count)s AS first_seq
 """
 _COMMIT_REST = """,
@@ -223,28 +288,97 @@ adopted AS (
      WHERE i.session_id = %(sid)s AND i.attachment_id = ANY(%(adopt)s::text[])
 )
 SELECT (SELECT first_seq FROM cas), fence.ok,
-       (SELECT owner FROM lease), (SELECT token FROM lease), (SELECT expires_at FROM lease)
+       (SELECT owner FROM lease), (SELECT token FROM lease), (SELECT expires_at FROM lease),
+       {dead}
   FROM fence
 """
-_COMMIT_CREATE = f"WITH {_FENCE} cas AS ({_CAS_CREATE})" + _COMMIT_REST
-_COMMIT_ADVANCE = f"WITH {_FENCE} cas AS ({_CAS_ADVANCE})" + _COMMIT_REST
+# A first commit builds on nothing stored: no guard.
+_COMMIT_CREATE = f"WITH {_FENCE} cas AS ({_CAS_CREATE})" + _COMMIT_REST.format(dead="NULL::text")
+_COMMIT_ADVANCE = f"WITH {_FENCE} {_GUARD} cas AS ({_CAS_ADVANCE})" + _COMMIT_REST.format(
+    dead="(SELECT node_id FROM dead)"
+)
+
+# A tombstone runs after _LOCK_SESSION, in the same transaction, so it sees
+# every commit that went before it. ``targets`` are the live nodes asked
+# for; they are hidden only when none is the stored leaf (``leaf``) and no
+# live node outside them has one as its parent (``orphan``, the first by
+# insertion order). No index on parent_id (every commit would pay for it):
+# the orphan check scans the session's rows.
+_TOMBSTONE = """
+WITH targets AS MATERIALIZED (
+    SELECT n.node_id FROM lash_nodes AS n
+     WHERE n.session_id = %(sid)s AND n.node_id = ANY(%(ids)s::text[]) AND NOT n.tombstoned
+       AND EXISTS (SELECT 1 FROM lash_sessions WHERE session_id = %(sid)s)
+),
+leaf AS MATERIALIZED (
+    SELECT s.leaf_id FROM lash_sessions AS s JOIN targets ON targets.node_id = s.leaf_id
+     WHERE s.session_id = %(sid)s
+),
+orphan AS MATERIALIZED (
+    SELECT c.node_id, c.parent_id FROM lash_nodes AS c
+     WHERE c.session_id = %(sid)s AND NOT c.tombstoned
+       AND c.parent_id IN (SELECT node_id FROM targets)
+       AND c.node_id NOT IN (SELECT node_id FROM targets)
+     ORDER BY c.seq LIMIT 1
+),
+hidden AS (
+    UPDATE lash_nodes AS n SET tombstoned = true FROM targets
+     WHERE n.session_id = %(sid)s AND n.node_id = targets.node_id
+       AND NOT EXISTS (SELECT 1 FROM leaf) AND NOT EXISTS (SELECT 1 FROM orphan)
+    RETURNING 1
+),
+counted AS (
+    UPDATE lash_sessions SET live_nodes = live_nodes - (SELECT count(*) FROM hidden)
+     WHERE session_id = %(sid)s AND EXISTS (SELECT 1 FROM hidden)
+)
+SELECT (SELECT leaf_id FROM leaf), (SELECT node_id FROM orphan), (SELECT parent_id FROM orphan),
+       (SELECT count(*) FROM hidden)
+"""
+
+# Vacuum locks the session rows of every session it cleans (in id order, so
+# two vacuums never deadlock), then deletes their tombstoned rows, except
+# one a live node still names as its parent (a row tombstoned before the
+# subtree rule existed). Its snapshot may predate a lock wait; that only
+# leaves rows tombstoned meanwhile for the next vacuum, since no commit
+# builds on a tombstoned node.
+_VACUUM = """
+WITH locked AS MATERIALIZED (
+    SELECT s.session_id FROM lash_sessions AS s
+     WHERE EXISTS (SELECT 1 FROM lash_nodes AS n WHERE n.session_id = s.session_id AND n.tombstoned)
+     ORDER BY s.session_id COLLATE "C" FOR UPDATE
+)
+DELETE FROM lash_nodes AS n USING locked
+ WHERE n.session_id = locked.session_id AND n.tombstoned
+   AND NOT EXISTS (
+       SELECT 1 FROM lash_nodes AS c
+        WHERE c.session_id = n.session_id AND c.parent_id = n.node_id AND NOT c.tombstoned)
+"""
 
 # A claim is one upsert. The stored lease is taken over when it was
-# released, is the claimant's own, or has expired; ``excluded.expires_at -
-# ttl`` is the claim's "now". No row back means another owner holds it.
+# released, is the claimant's own, or has expired. The conflict branch runs
+# once the stored row is locked, so it reads the clock again: the VALUES
+# were computed before any wait, and a claim that waited would otherwise be
+# granted already expired. No row back means another owner holds it.
 _CLAIM = f"""
 INSERT INTO lash_leases AS l (session_id, owner, token, expires_at)
 VALUES (%(sid)s, %(owner)s, 1, coalesce(%(now)s::float8, {_CLOCK}) + %(ttl)s::float8)
 ON CONFLICT (session_id) DO UPDATE
-   SET owner = excluded.owner, token = l.token + 1, expires_at = excluded.expires_at
+   SET owner = excluded.owner, token = l.token + 1,
+       expires_at = coalesce(%(now)s::float8, {_CLOCK}) + %(ttl)s::float8
  WHERE l.owner IS NULL OR l.owner = excluded.owner
-    OR l.expires_at <= excluded.expires_at - %(ttl)s::float8
+    OR l.expires_at <= coalesce(%(now)s::float8, {_CLOCK})
 RETURNING token, expires_at
 """
+# The row is locked first (``held``): the new expiry is computed from the
+# rows the join returns, after any wait for that lock.
 _RENEW = f"""
-UPDATE lash_leases SET expires_at = coalesce(%(now)s::float8, {_CLOCK}) + %(ttl)s::float8
- WHERE session_id = %(sid)s AND owner = %(owner)s AND token = %(token)s
-RETURNING expires_at
+WITH held AS MATERIALIZED (
+    SELECT session_id FROM lash_leases
+     WHERE session_id = %(sid)s AND owner = %(owner)s AND token = %(token)s FOR UPDATE
+)
+UPDATE lash_leases AS l SET expires_at = coalesce(%(now)s::float8, {_CLOCK}) + %(ttl)s::float8
+  FROM held WHERE l.session_id = held.session_id
+RETURNING l.expires_at
 """
 _SELECT_LEASE = "SELECT owner, token, expires_at FROM lash_leases WHERE session_id = %s"
 
@@ -276,6 +410,19 @@ def _probe(dsn: str, timeout: float) -> None:
         raise StoreError(failure)
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Set up a new pooled connection: generic plans for prepared statements.
+
+    psycopg prepares a statement once a connection has run it a few times.
+    Left to choose, the server replans the commit statement on every call
+    (its generic estimate, made for arrays of unknown length, looks worse
+    than a plan for the values at hand), and planning it costs more than
+    running it. Every statement here is shaped by keys, not by the values
+    bound to them (primary-key probes; see the path query's note), so a
+    generic plan is as good as a custom one: plan once per connection."""
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
 def _has_nul(*values: object) -> bool:
     return any(isinstance(v, str) and "\x00" in v for v in values)
 
@@ -300,6 +447,7 @@ class PostgresStore:
     ) -> None:
         #: The DSN with its password hidden: safe to log.
         self.dsn = redact(dsn)
+        self._max_size = max_size
         _probe(dsn, timeout)
         # autocommit: no implicit BEGIN round trip. A commit is one
         # statement (its own transaction); a read pipelines BEGIN and COMMIT.
@@ -309,6 +457,7 @@ class PostgresStore:
             max_size=max_size,
             timeout=timeout,
             kwargs={"autocommit": True},
+            configure=_configure,
             open=False,
             name="lash-machine",
         )
@@ -324,19 +473,72 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; database errors come out as :class:`StoreError`."""
+        """A pooled connection; database errors come out as :class:`StoreError`
+        (a deadlock or serialization failure the server broke as
+        :class:`TransientStoreError`)."""
         if self._pool.closed:
             raise StoreError("the store is closed")
         try:
-            with self._pool.connection() as conn:
-                yield conn
+            conn = self._checked_out()
+            try:
+                with conn:
+                    yield conn
+            finally:
+                self._pool.putconn(conn)
         except PoolTimeout as exc:
             raise StoreError(f"no PostgreSQL connection available: {exc}") from exc
+        except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+            raise TransientStoreError(
+                f"PostgreSQL aborted the transaction ({exc.diag.message_primary});"
+                " nothing was applied: retry"
+            ) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
         except UnicodeEncodeError as exc:
             # A lone surrogate in an id cannot be sent as UTF-8 text.
             raise StoreError(f"PostgreSQL: text the database cannot hold: {exc}") from exc
+
+    def _checked_out(self) -> psycopg.Connection[Any]:
+        """A connection from the pool that the server has not hung up.
+
+        After a server restart (or ``pg_terminate_backend``) every idle
+        connection is dead, and the pool only learns so when a call fails
+        on one. The server says goodbye before it closes a connection, so
+        an idle connection with something to read is one it ended: each is
+        closed and handed back (the pool opens a replacement) before anyone
+        uses it. The test is a poll of the socket, not a round trip."""
+        for _ in range(self._max_size):
+            conn = self._pool.getconn()
+            if not _hung_up(conn):
+                return conn
+            conn.close()
+            self._pool.putconn(conn)
+        return self._pool.getconn()
+
+    def _locked(
+        self,
+        conn: psycopg.Connection[Any],
+        lock: str,
+        lock_params: Sequence[object],
+        statements: Sequence[tuple[str, dict[str, Any]]],
+    ) -> list[psycopg.Cursor[Any]]:
+        """Run ``statements`` in one transaction after the locking query
+        ``lock``, in one round trip (pipelined). Each statement reads what
+        was committed before the lock was granted: in READ COMMITTED every
+        statement takes its snapshot when it starts. Returns the cursors of
+        ``statements``."""
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute(lock, lock_params)
+                cursors = [conn.execute(query, params) for query, params in statements]
+                conn.execute("COMMIT")
+        finally:
+            # A failed statement left the transaction open (a broken
+            # connection reports UNKNOWN and is dropped by the pool).
+            if conn.info.transaction_status in _OPEN_TRANSACTION:
+                conn.execute("ROLLBACK")
+        return cursors
 
     def _open_schema(self) -> None:
         with self._connection() as conn, conn.transaction():
@@ -415,27 +617,24 @@ class PostgresStore:
     # -- the commit -----------------------------------------------------
 
     def commit(self, commit: SessionCommit) -> int:
-        """Apply ``commit`` when the stored head equals its expected head,
-        in one statement that starts with the compare-and-set."""
+        """Apply ``commit`` when the stored head equals its expected head
+        and it builds only on live nodes, in one statement."""
         sid = commit.session_id
         session = encode_session(commit)
-        appended = [encode_node(sid, n) for n in commit.delta.appended]
+        # Reparents of nodes this commit appends are folded into their rows
+        # (the UPDATE cannot see rows the same statement inserts).
+        rows, repairs = fold_repairs(
+            [encode_node(sid, n) for n in commit.delta.appended], commit.delta
+        )
         _refuse_nul(
             f"session {sid!r}",
             sid,
             session.leaf_id,
             session.current_frame_id,
-            *(value for row in appended for value in row[:4]),
+            *(value for row in rows for value in row[:4]),
             *(value for r in commit.delta.reparented for value in (r.node_id, r.parent_id)),
             *commit.adopt_attachments,
         )
-        # Reparents of nodes this commit appends are folded into their rows
-        # (the UPDATE cannot see rows the same statement inserts); the
-        # last repair of a node wins, as if applied in order.
-        repairs = {r.node_id: r.parent_id for r in commit.delta.reparented}
-        rows = [
-            with_parent(row, repairs.pop(row[0])) if row[0] in repairs else row for row in appended
-        ]
         params = {
             "sid": sid,
             "expected": commit.expected_head,
@@ -458,6 +657,7 @@ class PostgresStore:
             "new_parents": list(repairs.values()),
             "adopt": list(commit.adopt_attachments),
             "token": commit.fencing_token,
+            "refs": built_on(rows, repairs, commit.delta.leaf_id),
         }
         query = _COMMIT_CREATE if commit.expected_head is None else _COMMIT_ADVANCE
         token = commit.fencing_token
@@ -469,51 +669,50 @@ class PostgresStore:
             except pg_errors.UniqueViolation as exc:
                 raise _duplicate_node(conn, sid, [row[0] for row in rows], exc) from exc
             assert won is not None, "the commit statement always answers one row"
-            first_seq, fenced_ok, *held = won
+            first_seq, fenced_ok, owner, held_token, expires_at, dead = won
             if not fenced_ok:
                 # Raises: the lease refused the commit, nothing was written.
                 # The clock only matters for an unfenced commit, whose
                 # statement already saw a live lease; judge it live.
-                check_fence(sid, token, (held[0], held[1], held[2]), float("-inf"))
+                check_fence(sid, token, (owner, held_token, expires_at), float("-inf"))
                 raise StoreError(f"session {sid!r}: the lease refused the commit")
             if first_seq is None:
-                actual = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
-                raise HeadRevisionConflict(
-                    sid, commit.expected_head, None if actual is None else actual[0]
-                )
+                found = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
+                actual = None if found is None else found[0]
+                if dead is not None and actual == commit.expected_head:
+                    raise ParentTombstoned(sid, dead)
+                raise HeadRevisionConflict(sid, commit.expected_head, actual)
         return (commit.expected_head or 0) + 1
 
     # -- maintenance ----------------------------------------------------
 
     def tombstone_nodes(self, session_id: str, node_ids: Sequence[str]) -> int:
-        """Hide live nodes of the session; return how many were hidden."""
+        """Hide live nodes of the session; return how many were hidden.
+        Refused when one is the stored leaf or the parent of a live node
+        not hidden with it. The session row is locked first, so a commit
+        and a tombstone of one session never interleave."""
         ids = [i for i in dict.fromkeys(node_ids) if not _has_nul(i)]
         if not ids or _has_nul(session_id):
             return 0
         with self._connection() as conn:
-            # One statement: the nodes and the session's live count change together.
-            row = conn.execute(
-                """
-                WITH hidden AS (
-                    UPDATE lash_nodes SET tombstoned = true
-                     WHERE session_id = %(sid)s AND node_id = ANY(%(ids)s::text[])
-                       AND NOT tombstoned
-                    RETURNING 1
-                ), counted AS (
-                    UPDATE lash_sessions SET live_nodes = live_nodes - (SELECT count(*) FROM hidden)
-                     WHERE session_id = %(sid)s
-                )
-                SELECT count(*) FROM hidden
-                """,
-                {"sid": session_id, "ids": ids},
-            ).fetchone()
-        return int(row[0]) if row is not None else 0
+            (cursor,) = self._locked(
+                conn, _LOCK_SESSION, (session_id,), [(_TOMBSTONE, {"sid": session_id, "ids": ids})]
+            )
+            row = cursor.fetchone()
+        assert row is not None, "the tombstone statement always answers one row"
+        leaf_id, orphan_id, parent_id, hidden = row
+        if leaf_id is not None:
+            raise TombstoneRefused(session_id, leaf_id, LEAF_REASON)
+        if orphan_id is not None:
+            raise TombstoneRefused(session_id, parent_id, orphan_reason(orphan_id))
+        return int(hidden)
 
     def vacuum(self) -> VacuumReport:
-        """Delete tombstoned nodes for good (:meth:`forget` already deletes
-        intents, so none are left to remove)."""
+        """Delete tombstoned nodes for good, except one a live node still
+        names as its parent (:meth:`forget` already deletes intents, so
+        none are left to remove)."""
         with self._connection() as conn:
-            removed = conn.execute("DELETE FROM lash_nodes WHERE tombstoned").rowcount
+            removed = conn.execute(_VACUUM).rowcount
         return VacuumReport(nodes_removed=removed)
 
     def list_sessions(self) -> list[SessionInfo]:
@@ -526,44 +725,44 @@ class PostgresStore:
         return [SessionInfo(r[0], r[1], r[2], r[3]) for r in rows]
 
     def delete_session(self, session_id: str) -> bool:
-        """Remove the session, its nodes and its intents (one statement)."""
+        """Remove the session, its nodes and its intents. The session row is
+        locked first, so the node delete sees every commit that went before
+        it: a racing commit lands before the delete (and is deleted with the
+        rest) or finds the session gone."""
         if _has_nul(session_id):
             return False
+        params = {"sid": session_id}
         with self._connection() as conn:
-            deleted = conn.execute(
-                """
-                WITH nodes AS (DELETE FROM lash_nodes WHERE session_id = %(sid)s),
-                     intents AS (DELETE FROM lash_attachment_intents WHERE session_id = %(sid)s)
-                DELETE FROM lash_sessions WHERE session_id = %(sid)s
-                """,
-                {"sid": session_id},
-            ).rowcount
-        return deleted > 0
+            *_, cursor = self._locked(
+                conn,
+                _LOCK_SESSION,
+                (session_id,),
+                [
+                    ("DELETE FROM lash_nodes WHERE session_id = %(sid)s", params),
+                    ("DELETE FROM lash_attachment_intents WHERE session_id = %(sid)s", params),
+                    ("DELETE FROM lash_sessions WHERE session_id = %(sid)s", params),
+                ],
+            )
+        return cursor.rowcount > 0
 
     # -- attachment manifest ----------------------------------------------
 
     def record_intent(self, intent: AttachmentIntent) -> None:
-        """Record (or replace) the intent of one attachment."""
-        _refuse_nul(
-            f"attachment {intent.attachment_id!r}",
-            intent.session_id,
-            intent.attachment_id,
-            intent.uri,
-        )
+        """Record (or replace) the intent of one attachment; an intent a
+        commit adopted stays committed."""
+        row = encode_intent(intent)
+        _refuse_nul(f"attachment {intent.attachment_id!r}", *row[:3])
         with self._connection() as conn:
+            # Replacing never un-commits: a commit may have adopted the id
+            # (a retried record, or a content-addressed id).
             conn.execute(
-                "INSERT INTO lash_attachment_intents"
+                "INSERT INTO lash_attachment_intents AS i"
                 " (session_id, attachment_id, uri, created_at, committed)"
                 " VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (session_id, attachment_id) DO UPDATE SET uri = excluded.uri,"
-                " created_at = excluded.created_at, committed = excluded.committed",
-                (
-                    intent.session_id,
-                    intent.attachment_id,
-                    intent.uri,
-                    float(intent.created_at),
-                    intent.committed,
-                ),
+                " created_at = excluded.created_at,"
+                " committed = i.committed OR excluded.committed",
+                (*row, bool(intent.committed)),
             )
 
     def list_uncommitted(self, older_than: float) -> list[AttachmentIntent]:
@@ -578,12 +777,14 @@ class PostgresStore:
         return [AttachmentIntent(r[0], r[1], r[2], r[3]) for r in rows]
 
     def forget(self, session_id: str, attachment_id: str) -> bool:
-        """Delete one intent; ``False`` when there was none."""
+        """Delete one uncommitted intent; ``False`` (and nothing deleted)
+        when there is none or a commit adopted it."""
         if _has_nul(session_id, attachment_id):
             return False
         with self._connection() as conn:
             deleted = conn.execute(
-                "DELETE FROM lash_attachment_intents WHERE session_id = %s AND attachment_id = %s",
+                "DELETE FROM lash_attachment_intents"
+                " WHERE session_id = %s AND attachment_id = %s AND NOT committed",
                 (session_id, attachment_id),
             ).rowcount
         return deleted > 0
@@ -597,6 +798,7 @@ class PostgresStore:
         :class:`~lash_machine.stores.leases.LeaseStore`); expiry follows the
         server's clock unless ``now`` is given."""
         check_claim(owner, ttl)
+        check_session_id(session_id)
         _refuse_nul(f"session {session_id!r}", session_id)
         params = {"sid": session_id, "owner": owner, "ttl": float(ttl), "now": now}
         with self._connection() as conn:
@@ -658,6 +860,24 @@ class PostgresStore:
     def close(self) -> None:
         """Close the pool; later calls raise :class:`StoreError`."""
         self._pool.close()
+
+
+def _hung_up(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server ended this idle connection (see
+    :meth:`PostgresStore._checked_out`): it is closed, or its socket has
+    something to read although no query is running."""
+    if conn.closed:
+        return True
+    try:
+        fd = conn.fileno()
+    except psycopg.Error:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows has no poll
+    return bool(readable)
 
 
 def _duplicate_node(

@@ -16,7 +16,14 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import HeadRevisionConflict, LeaseLost, SchemaVersionMismatch, StoreError
+from ..errors import (
+    HeadRevisionConflict,
+    LeaseLost,
+    ParentTombstoned,
+    SchemaVersionMismatch,
+    StoreError,
+    TombstoneRefused,
+)
 from ..model import SessionNode
 from ..persisted import (
     ActivePath,
@@ -28,7 +35,19 @@ from ..persisted import (
     StoredSession,
     VacuumReport,
 )
-from ._rows import decode_node, decode_session, encode_node, encode_session, path_root_first
+from ._rows import (
+    LEAF_REASON,
+    built_on,
+    check_session_id,
+    decode_node,
+    decode_session,
+    encode_intent,
+    encode_node,
+    encode_session,
+    fold_repairs,
+    orphan_reason,
+    path_root_first,
+)
 from .base import SCHEMA_VERSION
 from .leases import Lease, check_claim, check_fence, claim_verdict
 
@@ -117,7 +136,9 @@ _SELECT_NODE = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes"
     " WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
 )
-_SELECT_HEAD = "SELECT head_revision, next_seq FROM lash_sessions WHERE session_id = ?"
+_SELECT_HEAD = "SELECT head_revision, next_seq, leaf_id FROM lash_sessions WHERE session_id = ?"
+#: How many ids one statement binds (SQLite's oldest default limit is 999).
+_CHUNK = 500
 _INSERT_SESSION = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at)
@@ -138,6 +159,27 @@ INSERT INTO lash_leases (session_id, owner, token, expires_at) VALUES (?, ?, ?, 
 ON CONFLICT (session_id) DO UPDATE SET
     owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at
 """
+# Tombstoned rows go, except one a live node still names as its parent (a
+# row tombstoned before the subtree rule existed): its child must never lose
+# it. The subquery is read once, over the sessions that have tombstones.
+_VACUUM = """
+DELETE FROM lash_nodes WHERE tombstoned = 1 AND (session_id, node_id) NOT IN (
+    SELECT session_id, parent_id FROM lash_nodes
+     WHERE tombstoned = 0 AND parent_id IS NOT NULL
+       AND session_id IN (SELECT session_id FROM lash_nodes WHERE tombstoned = 1)
+)
+"""
+# Replacing an intent never un-commits it: a commit may have adopted the id
+# (a retried record, or a content-addressed id).
+_RECORD_INTENT = """
+INSERT INTO lash_attachment_intents (session_id, attachment_id, uri, created_at, committed)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (session_id, attachment_id) DO UPDATE SET
+    uri = excluded.uri, created_at = excluded.created_at,
+    committed = committed OR excluded.committed
+"""
+#: The errors of a taken primary key (a duplicate node id).
+_KEY_VIOLATIONS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 _REPARENT = "UPDATE lash_nodes SET parent_id = ? WHERE session_id = ? AND node_id = ?"
 _ADOPT = (
     "UPDATE lash_attachment_intents SET committed = 1 WHERE session_id = ? AND attachment_id = ?"
@@ -234,10 +276,17 @@ class SQLiteStore:
                 time.sleep(0.01)
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot open: {exc}") from exc
+        # A database of this schema opens without the write lock, so that
+        # reading commands never wait behind a writer.
+        version = self._user_version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise SchemaVersionMismatch(self.path, version, SCHEMA_VERSION)
         with self._transaction("BEGIN IMMEDIATE"):
-            # Read under the write lock: a concurrent opener of a new file
-            # either created the schema already or waits for us to.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            # Read again under the write lock: a concurrent opener of a new
+            # file either created the schema already or waits for us to.
+            version = self._user_version(conn)
             if version == SCHEMA_VERSION:
                 return
             if version != 0:
@@ -248,6 +297,12 @@ class SQLiteStore:
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _user_version(self, conn: sqlite3.Connection) -> int:
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open: {exc}") from exc
 
     # -- reads ----------------------------------------------------------
 
@@ -283,20 +338,28 @@ class SQLiteStore:
     # -- the commit -----------------------------------------------------
 
     def commit(self, commit: SessionCommit) -> int:
-        """Apply ``commit`` when the stored head equals its expected head,
-        in one ``BEGIN IMMEDIATE`` transaction."""
+        """Apply ``commit`` when the stored head equals its expected head
+        and it builds only on live nodes, in one ``BEGIN IMMEDIATE``
+        transaction."""
         sid = commit.session_id
         session = encode_session(commit)
-        appended = [encode_node(sid, n) for n in commit.delta.appended]
-        now = time.time()
+        rows, repairs = fold_repairs(
+            [encode_node(sid, n) for n in commit.delta.appended], commit.delta
+        )
+        refs = built_on(rows, repairs, commit.delta.leaf_id)
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            # The write lock is held from here on: no claim can come between
-            # the lease check and the compare-and-set.
+            # The write lock is held from here on: no claim, tombstone or
+            # vacuum can come between these checks and the writes.
+            now = time.time()
             check_fence(sid, commit.fencing_token, _lease_row(conn, sid), now)
             found = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
             actual = None if found is None else found[0]
             if actual != commit.expected_head:
                 raise HeadRevisionConflict(sid, commit.expected_head, actual)
+            if found is not None:
+                dead = _not_live(conn, sid, [r for r in refs if r != found[2]])
+                if dead:
+                    raise ParentTombstoned(sid, dead[0])
             first_seq = 0 if found is None else found[1]
             columns = (
                 session.leaf_id,
@@ -308,22 +371,23 @@ class SQLiteStore:
                 session.host_checkpoint,
                 now,
             )
-            next_seq = first_seq + len(appended)
+            next_seq = first_seq + len(rows)
             if found is None:
-                conn.execute(_INSERT_SESSION, (sid, next_seq, len(appended), *columns))
+                conn.execute(_INSERT_SESSION, (sid, next_seq, len(rows), *columns))
             else:
-                conn.execute(_UPDATE_SESSION, (next_seq, len(appended), *columns, sid))
+                conn.execute(_UPDATE_SESSION, (next_seq, len(rows), *columns, sid))
             try:
                 conn.executemany(
-                    _INSERT_NODE,
-                    [(sid, first_seq + i, *row) for i, row in enumerate(appended)],
+                    _INSERT_NODE, [(sid, first_seq + i, *row) for i, row in enumerate(rows)]
                 )
-            except sqlite3.IntegrityError:
-                raise _duplicate_node(conn, sid, [row[0] for row in appended]) from None
-            if commit.delta.reparented:
-                conn.executemany(
-                    _REPARENT, [(r.parent_id, sid, r.node_id) for r in commit.delta.reparented]
-                )
+            except sqlite3.IntegrityError as exc:
+                # Only a key violation is a taken id; anything else (a NOT
+                # NULL column, say) is reported as it is.
+                if exc.sqlite_errorname not in _KEY_VIOLATIONS:
+                    raise
+                raise _duplicate_node(conn, sid, [row[0] for row in rows]) from None
+            if repairs:
+                conn.executemany(_REPARENT, [(p, sid, n) for n, p in repairs.items()])
             if commit.adopt_attachments:
                 conn.executemany(_ADOPT, [(sid, a) for a in commit.adopt_attachments])
             return actual + 1 if actual is not None else 1
@@ -331,28 +395,40 @@ class SQLiteStore:
     # -- maintenance ----------------------------------------------------
 
     def tombstone_nodes(self, session_id: str, node_ids: Sequence[str]) -> int:
-        """Hide live nodes of the session; return how many were hidden."""
+        """Hide live nodes of the session; return how many were hidden.
+        Refused when one is the stored leaf or the parent of a live node
+        not hidden with it."""
         ids = list(dict.fromkeys(node_ids))
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            hidden = 0
-            for node_id in ids:
-                hidden += conn.execute(
-                    "UPDATE lash_nodes SET tombstoned = 1"
-                    " WHERE session_id = ? AND node_id = ? AND tombstoned = 0",
-                    (session_id, node_id),
-                ).rowcount
-            if hidden:
-                conn.execute(
-                    "UPDATE lash_sessions SET live_nodes = live_nodes - ? WHERE session_id = ?",
-                    (hidden, session_id),
-                )
-            return hidden
+            found = conn.execute(
+                "SELECT leaf_id FROM lash_sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if found is None:
+                return 0
+            targets = set(_live(conn, session_id, ids))
+            if not targets:
+                return 0
+            if found[0] in targets:
+                raise TombstoneRefused(session_id, found[0], LEAF_REASON)
+            orphan = _first_orphan(conn, session_id, targets)
+            if orphan is not None:
+                raise TombstoneRefused(session_id, orphan[1], orphan_reason(orphan[0]))
+            conn.executemany(
+                "UPDATE lash_nodes SET tombstoned = 1 WHERE session_id = ? AND node_id = ?",
+                [(session_id, node_id) for node_id in targets],
+            )
+            conn.execute(
+                "UPDATE lash_sessions SET live_nodes = live_nodes - ? WHERE session_id = ?",
+                (len(targets), session_id),
+            )
+            return len(targets)
 
     def vacuum(self) -> VacuumReport:
-        """Delete tombstoned nodes for good (:meth:`forget` already deletes
-        intents, so none are left to remove)."""
+        """Delete tombstoned nodes for good, except one a live node still
+        names as its parent (:meth:`forget` already deletes intents, so
+        none are left to remove)."""
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            removed = conn.execute("DELETE FROM lash_nodes WHERE tombstoned = 1").rowcount
+            removed = conn.execute(_VACUUM).rowcount
         return VacuumReport(nodes_removed=removed)
 
     def list_sessions(self) -> list[SessionInfo]:
@@ -377,19 +453,11 @@ class SQLiteStore:
     # -- attachment manifest ----------------------------------------------
 
     def record_intent(self, intent: AttachmentIntent) -> None:
-        """Record (or replace) the intent of one attachment."""
+        """Record (or replace) the intent of one attachment; an intent a
+        commit adopted stays committed."""
+        row = encode_intent(intent)
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO lash_attachment_intents"
-                " (session_id, attachment_id, uri, created_at, committed) VALUES (?, ?, ?, ?, ?)",
-                (
-                    intent.session_id,
-                    intent.attachment_id,
-                    intent.uri,
-                    float(intent.created_at),
-                    int(intent.committed),
-                ),
-            )
+            conn.execute(_RECORD_INTENT, (*row, int(bool(intent.committed))))
 
     def list_uncommitted(self, older_than: float) -> list[AttachmentIntent]:
         """Unadopted intents created before ``older_than``, oldest first."""
@@ -403,10 +471,12 @@ class SQLiteStore:
         return [AttachmentIntent(r[0], r[1], r[2], r[3]) for r in rows]
 
     def forget(self, session_id: str, attachment_id: str) -> bool:
-        """Delete one intent; ``False`` when there was none."""
+        """Delete one uncommitted intent; ``False`` (and nothing deleted)
+        when there is none or a commit adopted it."""
         with self._transaction("BEGIN IMMEDIATE") as conn:
             deleted = conn.execute(
-                "DELETE FROM lash_attachment_intents WHERE session_id = ? AND attachment_id = ?",
+                "DELETE FROM lash_attachment_intents"
+                " WHERE session_id = ? AND attachment_id = ? AND committed = 0",
                 (session_id, attachment_id),
             ).rowcount
         return deleted > 0
@@ -419,8 +489,11 @@ class SQLiteStore:
         """Claim the session for ``owner`` (see
         :class:`~lash_machine.stores.leases.LeaseStore`)."""
         check_claim(owner, ttl)
-        at = time.time() if now is None else now
+        check_session_id(session_id)
         with self._transaction("BEGIN IMMEDIATE") as conn:
+            # "now" once the write lock is ours: a claim that waited for it
+            # still runs for its whole time-to-live.
+            at = time.time() if now is None else now
             token = claim_verdict(session_id, owner, _lease_row(conn, session_id), at)
             conn.execute(_UPSERT_LEASE, (session_id, owner, token, at + ttl))
         return Lease(session_id, owner, token, at + ttl)
@@ -428,8 +501,8 @@ class SQLiteStore:
     def renew_lease(self, lease: Lease, ttl: float, now: float | None = None) -> Lease:
         """Extend a current lease; :class:`LeaseLost` when it is not."""
         check_claim(lease.owner, ttl)
-        expires_at = (time.time() if now is None else now) + ttl
         with self._transaction("BEGIN IMMEDIATE") as conn:
+            expires_at = (time.time() if now is None else now) + ttl
             renewed = conn.execute(
                 "UPDATE lash_leases SET expires_at = ?"
                 " WHERE session_id = ? AND owner = ? AND token = ?",
@@ -472,6 +545,56 @@ class SQLiteStore:
 def _lease_row(conn: sqlite3.Connection, session_id: str) -> tuple[str | None, int, float] | None:
     row = conn.execute(_SELECT_LEASE, (session_id,)).fetchone()
     return None if row is None else (row[0], row[1], row[2])
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _not_live(conn: sqlite3.Connection, session_id: str, ids: Sequence[str]) -> list[str]:
+    """Those of ``ids`` that are not live nodes of the session, in order."""
+    live = set(_live(conn, session_id, ids))
+    return [i for i in ids if i not in live]
+
+
+def _live(conn: sqlite3.Connection, session_id: str, ids: Sequence[str]) -> list[str]:
+    """Those of ``ids`` that are live nodes of the session."""
+    found: list[str] = []
+    for chunk in _chunks(ids):
+        found.extend(
+            r[0]
+            for r in conn.execute(
+                "SELECT node_id FROM lash_nodes WHERE session_id = ? AND tombstoned = 0"
+                f" AND node_id IN ({_placeholders(len(chunk))})",
+                (session_id, *chunk),
+            )
+        )
+    return found
+
+
+def _first_orphan(
+    conn: sqlite3.Connection, session_id: str, targets: set[str]
+) -> tuple[str, str] | None:
+    """The first live node (in insertion order) outside ``targets`` whose
+    parent is one of them, as ``(node_id, parent_id)``; ``None`` if none."""
+    first: tuple[int, str, str] | None = None
+    ordered = sorted(targets)
+    for chunk in _chunks(ordered):
+        # No index on parent_id (commits would pay for it): one scan of
+        # the session's rows per chunk.
+        for node_id, parent_id, seq in conn.execute(
+            "SELECT node_id, parent_id, seq FROM lash_nodes WHERE session_id = ?"
+            f" AND tombstoned = 0 AND parent_id IN ({_placeholders(len(chunk))})",
+            (session_id, *chunk),
+        ):
+            if node_id not in targets and (first is None or seq < first[0]):
+                first = (seq, node_id, parent_id)
+    return None if first is None else (first[1], first[2])
 
 
 def _duplicate_node(conn: sqlite3.Connection, session_id: str, node_ids: list[str]) -> StoreError:

@@ -16,9 +16,11 @@ past has already expired by the store's clock.
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,6 +65,15 @@ class LeaseConformance(abc.ABC):
     @abc.abstractmethod
     def make_store(self, tmp_path: Path) -> Any:
         """Open the store under test (a ``SessionStore`` and ``LeaseStore``)."""
+
+    def hold_lease_locks(
+        self, store: Any, session_ids: Sequence[str]
+    ) -> contextlib.AbstractContextManager[None]:
+        """A context manager that holds, from another connection (or
+        thread), the lock a claim or renewal of those sessions waits for:
+        the write lock of a file, the lease rows of a server. Override it;
+        the default skips the test that needs it."""
+        pytest.skip(f"{type(self).__name__} does not implement hold_lease_locks")
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Any]:
@@ -139,6 +150,23 @@ class LeaseConformance(abc.ABC):
             with pytest.raises(ValueError):
                 store.claim_lease("s", owner, ttl)
         assert store.current_lease("s") is None
+
+    def test_a_claim_that_waited_for_a_lock_runs_its_whole_ttl(self, store: Any) -> None:
+        # Another writer holds the lock longer than the time-to-live: the
+        # lease must run for its TTL from when it is granted, not from when
+        # the claim (or renewal) began to wait.
+        ttl = 1.0
+        store.release_lease(store.claim_lease("s", "w0", TTL))  # a released lease row
+        held = store.claim_lease("r", "w1", ttl)
+        with ThreadPoolExecutor(2) as pool:
+            with self.hold_lease_locks(store, ["s", "r"]):
+                claim = pool.submit(store.claim_lease, "s", "w2", ttl)
+                renew = pool.submit(store.renew_lease, held, ttl)
+                time.sleep(ttl * 1.5)
+            claimed = claim.result(timeout=60)
+            renewed = renew.result(timeout=60)
+        assert store.current_lease("s") == claimed
+        assert store.current_lease("r") == renewed
 
     # -- renew and release -------------------------------------------------------
 

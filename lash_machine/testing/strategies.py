@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from .. import effects as fx
 from .. import events as ev
 from ..errors import ErrorCode
-from ..graph import SessionGraph, heal_graph
+from ..graph import HealReport, LeafRepair, ParentRepair, SessionGraph, heal_graph
 from ..model import (
     AgentFrame,
     ModelSpec,
@@ -40,16 +40,22 @@ from ..persisted import (
 from ..state import MachineState, OpenContext, Pending, Phase, Purpose, SessionState
 
 __all__ = [
+    "commits",
     "corrupt_graphs",
     "effects",
     "events",
     "graphs",
+    "heal_reports",
     "json_values",
     "machine_states",
     "node_ids",
     "nodes",
+    "open_contexts",
+    "parked_sessions",
+    "pending_requests",
     "policies",
     "session_states",
+    "stored_sessions",
     "well_formed_graphs",
 ]
 
@@ -75,6 +81,9 @@ json_values = st.recursive(
     max_leaves=10,
 )
 
+#: Writer ids (empty: commits carry no id).
+writers = st.just("") | st.sampled_from(["w1", "worker-ü:7"])
+
 #: The fields a failure travels with (see lash_machine.errors.failure_of).
 details = st.dictionaries(
     st.text(max_size=8), st.none() | st.integers(-9, 99) | st.text(max_size=8), max_size=3
@@ -91,7 +100,12 @@ configured_policies = st.builds(
     SessionPolicy,
     st.builds(ModelSpec, st.sampled_from(["gpt-x", "claude-y"]), st.none() | st.integers(1, 2**20)),
     st.sampled_from(["openai", "anthropic"]),
+    st.none() | st.integers(1, 100),
 )
+
+
+_kinds = st.sampled_from(NodeKind)
+_frame_ids = st.none() | st.sampled_from(["f1", "s1:frame:initial", "frame ü"])
 
 
 def nodes(
@@ -102,9 +116,9 @@ def nodes(
         SessionNode,
         ids,
         parents if parents is not None else st.none() | ids,
-        st.sampled_from(NodeKind),
+        _kinds,
         json_values,
-        st.none() | st.just("f1"),
+        _frame_ids,
         times,
     )
 
@@ -115,12 +129,14 @@ def well_formed_graphs(draw: st.DrawFn, max_nodes: int = 30) -> SessionGraph:
     count = draw(st.integers(0, max_nodes))
     graph = SessionGraph.empty()
     for i in range(count):
-        existing = [n.node_id for n in graph]
-        parent = draw(st.none() | st.sampled_from(existing)) if existing else None
-        node = draw(nodes(st.just(f"n{i}"), st.just(parent)))
+        # Module-level strategies only: building strategies per node would
+        # cost more than the drawing.
+        parent = None if i == 0 or draw(st.booleans()) else f"n{draw(st.integers(0, i - 1))}"
+        node = SessionNode(
+            f"n{i}", parent, draw(_kinds), draw(json_values), draw(_frame_ids), draw(times)
+        )
         graph = graph.append(node)
-    ids = [n.node_id for n in graph]
-    leaf = draw(st.none() | st.sampled_from(ids)) if ids else None
+    leaf = None if count == 0 or draw(st.booleans()) else f"n{draw(st.integers(0, count - 1))}"
     return graph.with_leaf(leaf)
 
 
@@ -178,25 +194,42 @@ def corrupt_graphs(draw: st.DrawFn, max_nodes: int = 30) -> SessionGraph:
 graphs = corrupt_graphs
 
 
-def _frames(session_id: str, policy: SessionPolicy) -> st.SearchStrategy[tuple[AgentFrame, ...]]:
-    initial = AgentFrame(f"{session_id}:frame:initial", None, "initial", policy, 0.0)
-    return st.just((initial,))
+@st.composite
+def _frames(draw: st.DrawFn, session_id: str, policy: SessionPolicy) -> tuple[AgentFrame, ...]:
+    """The initial frame, then sub-agent frames, each under an earlier one."""
+    frames = [AgentFrame(f"{session_id}:frame:initial", None, "initial", policy, draw(times))]
+    for i in range(draw(st.integers(0, 2))):
+        parent = draw(st.sampled_from(frames)).frame_id
+        reason = draw(st.sampled_from(["sub-agent", "tool call", "review ü"]))
+        sub_policy = draw(policies | st.just(policy))
+        frame_id = f"{session_id}:frame:{i}"
+        frames.append(AgentFrame(frame_id, parent, reason, sub_policy, draw(times)))
+    return tuple(frames)
+
+
+#: Parent repairs: a node of ``ids`` made a root, or pointed elsewhere.
+def _repairs(ids: list[str]) -> st.SearchStrategy[tuple[Reparent, ...]]:
+    if not ids:
+        return st.just(())
+    repair = st.builds(Reparent, st.sampled_from(ids), st.none() | st.sampled_from(ids))
+    return st.lists(repair, max_size=3, unique_by=lambda r: r.node_id).map(tuple)
 
 
 @st.composite
-def session_states(draw: st.DrawFn, healed: bool = True) -> SessionState:
+def session_states(draw: st.DrawFn, healed: bool = True, max_nodes: int = 30) -> SessionState:
     """Session states, with healed graphs unless ``healed`` is false."""
     session_id = draw(st.sampled_from(["s1", "s2", "sess-ü"]))
     policy = draw(configured_policies)
-    graph = draw(well_formed_graphs() if healed else corrupt_graphs())
+    graph = draw(well_formed_graphs(max_nodes) if healed else corrupt_graphs(max_nodes))
     if not healed:
         graph = heal_graph(graph)[0] if draw(st.booleans()) else graph
     saved = draw(st.integers(0, len(graph)))
+    frames = draw(_frames(session_id, policy))
     return SessionState(
         session_id=session_id,
         policy=policy,
-        frames=draw(_frames(session_id, policy)),
-        current_frame_id=f"{session_id}:frame:initial",
+        frames=frames,
+        current_frame_id=draw(st.sampled_from([frame.frame_id for frame in frames])),
         graph=graph,
         head_revision=draw(st.none() | st.integers(1, 50)),
         tool_snapshot=draw(st.none() | st.builds(ToolSnapshot, st.integers(0, 9), json_values)),
@@ -204,8 +237,10 @@ def session_states(draw: st.DrawFn, healed: bool = True) -> SessionState:
         host_checkpoint=draw(json_values),
         pending_attachments=tuple(draw(st.lists(node_ids, max_size=3, unique=True))),
         saved_nodes=saved,
-        repairs=(),
+        repairs=draw(_repairs([node.node_id for node in graph.nodes[:saved]])),
         dirty=draw(st.booleans()),
+        branched=draw(st.booleans()),
+        in_doubt=draw(st.none() | node_ids),
     )
 
 
@@ -230,8 +265,9 @@ request_ids = st.integers(1, 2**31)
 
 
 @st.composite
-def stored_sessions(draw: st.DrawFn) -> StoredSession:
-    state = draw(session_states())
+def stored_sessions(draw: st.DrawFn, max_nodes: int = 30) -> StoredSession:
+    """What a store's read returns (from a generated session state)."""
+    state = draw(session_states(max_nodes=max_nodes))
     return StoredSession(
         session_id=state.session_id,
         head_revision=draw(st.integers(1, 99)),
@@ -247,8 +283,9 @@ def stored_sessions(draw: st.DrawFn) -> StoredSession:
 
 
 @st.composite
-def commits(draw: st.DrawFn) -> SessionCommit:
-    state = draw(session_states())
+def commits(draw: st.DrawFn, max_nodes: int = 30) -> SessionCommit:
+    """Commits of every delta shape, with or without a fencing token."""
+    state = draw(session_states(max_nodes=max_nodes))
     delta = GraphDelta(
         state.graph.leaf_id,
         state.graph.nodes,
@@ -266,132 +303,202 @@ def commits(draw: st.DrawFn) -> SessionCommit:
         state.host_checkpoint,
         state.pending_attachments,
         draw(st.none() | st.integers(0, 99)),
+        draw(st.none() | node_ids),
     )
 
 
-def events() -> st.SearchStrategy[Any]:
-    """Every kind of event, with arbitrary (not necessarily valid) content."""
-    return st.one_of(
-        st.builds(
-            ev.Open, policies, times, node_ids, node_ids, st.sampled_from(Residency), st.booleans()
+#: Reports of real healing, and made-up ones with every kind of repair.
+heal_reports = corrupt_graphs(8).map(lambda graph: heal_graph(graph)[1]) | st.builds(
+    HealReport,
+    st.lists(small_ids, max_size=3).map(tuple),
+    st.lists(
+        st.builds(ParentRepair, small_ids, small_ids, st.sampled_from(["dangling", "cycle"])),
+        max_size=3,
+    ).map(tuple),
+    st.none() | st.builds(LeafRepair, small_ids, st.none() | small_ids),
+)
+
+#: Graphs inside events and effects stay small: the codec and the reducer
+#: see every shape at this size, and each example costs a fraction.
+_NESTED = 10
+
+
+def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
+    return {
+        ev.Open: st.builds(
+            ev.Open,
+            policies,
+            times,
+            node_ids,
+            node_ids,
+            st.sampled_from(Residency),
+            st.booleans(),
+            writers,
         ),
-        st.builds(
+        ev.Restore: st.builds(
             ev.Restore,
-            session_states(),
+            session_states(max_nodes=_NESTED),
             policies,
             times,
             st.sampled_from(Residency),
             st.booleans(),
             node_ids,
+            writers,
         ),
-        st.builds(ev.Resume, parked_sessions, times, st.none() | st.sampled_from(Residency)),
-        st.builds(ev.Append, st.lists(nodes(), min_size=1, max_size=4).map(tuple)),
-        st.builds(ev.BranchTo, node_ids),
-        st.builds(ev.Save),
-        st.builds(ev.Park),
-        st.builds(ev.LoadNode, node_ids),
-        st.builds(ev.ListOrphans),
-        st.builds(ev.TombstoneOrphans),
-        st.builds(ev.Tombstone, st.lists(node_ids, max_size=3).map(tuple)),
-        st.builds(ev.ApplyToolState, st.integers(0, 9), json_values),
-        st.builds(ev.RecordPluginState, json_values),
-        st.builds(ev.SetCheckpoint, json_values),
-        st.builds(ev.RecordAttachment, node_ids, st.text(max_size=20), times),
-        st.builds(ev.Close, st.booleans()),
-        st.builds(ev.GraphLoaded, request_ids, st.none() | stored_sessions()),
-        st.builds(ev.LoadNodeResult, request_ids, st.none() | nodes()),
-        st.builds(ev.Committed, request_ids, st.integers(1, 99)),
-        st.builds(ev.CommitConflicted, request_ids, st.none() | st.integers(1, 99)),
-        st.builds(ev.Tombstoned, request_ids, st.integers(0, 9)),
-        st.builds(ev.IntentRecorded, request_ids),
-        st.builds(
-            ev.EffectFailed, request_ids, st.sampled_from(ErrorCode), st.text(max_size=20), details
+        ev.Resume: st.builds(
+            ev.Resume, parked_sessions, times, st.none() | st.sampled_from(Residency), writers
         ),
-    )
+        ev.Append: st.builds(ev.Append, st.lists(nodes(), min_size=1, max_size=4).map(tuple)),
+        ev.BranchTo: st.builds(ev.BranchTo, node_ids),
+        ev.Save: st.builds(ev.Save),
+        ev.Park: st.builds(ev.Park),
+        ev.LoadNode: st.builds(ev.LoadNode, node_ids),
+        ev.ListOrphans: st.builds(ev.ListOrphans),
+        ev.TombstoneOrphans: st.builds(ev.TombstoneOrphans),
+        ev.Tombstone: st.builds(ev.Tombstone, st.lists(node_ids, max_size=3).map(tuple)),
+        ev.ApplyToolState: st.builds(ev.ApplyToolState, st.integers(0, 9), json_values),
+        ev.RecordPluginState: st.builds(ev.RecordPluginState, json_values),
+        ev.SetCheckpoint: st.builds(ev.SetCheckpoint, json_values),
+        ev.RecordAttachment: st.builds(ev.RecordAttachment, node_ids, st.text(max_size=20), times),
+        ev.Close: st.builds(ev.Close, st.booleans()),
+        ev.GraphLoaded: st.builds(
+            ev.GraphLoaded, request_ids, st.none() | stored_sessions(_NESTED)
+        ),
+        ev.LoadNodeResult: st.builds(ev.LoadNodeResult, request_ids, st.none() | nodes()),
+        ev.Committed: st.builds(ev.Committed, request_ids, st.integers(1, 99)),
+        ev.CommitConflicted: st.builds(
+            ev.CommitConflicted, request_ids, st.none() | st.integers(1, 99)
+        ),
+        ev.Tombstoned: st.builds(ev.Tombstoned, request_ids, st.integers(0, 9)),
+        ev.IntentRecorded: st.builds(ev.IntentRecorded, request_ids),
+        ev.EffectFailed: st.builds(
+            ev.EffectFailed,
+            request_ids,
+            st.sampled_from(ErrorCode),
+            st.text(max_size=20),
+            details,
+        ),
+    }
 
 
-def effects() -> st.SearchStrategy[Any]:
-    """Every kind of effect, with arbitrary content."""
+def _chosen(
+    alternatives: dict[type, st.SearchStrategy[Any]], kinds: tuple[type, ...], what: str
+) -> st.SearchStrategy[Any]:
+    unknown = [kind.__name__ for kind in kinds if kind not in alternatives]
+    if unknown:
+        raise ValueError(f"no {what} strategy for {', '.join(unknown)}")
+    return st.one_of(*(alternatives[kind] for kind in kinds or tuple(alternatives)))
+
+
+def events(*kinds: type) -> st.SearchStrategy[Any]:
+    """Every kind of event (or only ``kinds``, e.g. ``events(Committed)``),
+    with arbitrary (not necessarily valid) content."""
+    return _chosen(_event_strategies(), kinds, "event")
+
+
+def _effect_strategies() -> dict[type, st.SearchStrategy[Any]]:
     scopes = st.builds(FullGraph) | st.builds(ActivePath, st.none() | node_ids)
-    lifecycle = st.one_of(
-        st.builds(fx.SessionOpened, views),
-        st.builds(fx.SessionRestored, views),
-        st.builds(fx.SessionSaved, node_ids, st.integers(1, 99)),
-        st.builds(
+    lifecycle: dict[type, st.SearchStrategy[Any]] = {
+        fx.SessionOpened: st.builds(fx.SessionOpened, views),
+        fx.SessionRestored: st.builds(fx.SessionRestored, views),
+        fx.SessionSaved: st.builds(fx.SessionSaved, node_ids, st.integers(1, 99)),
+        fx.CommitConflict: st.builds(
             fx.CommitConflict,
             node_ids,
             st.none() | st.integers(1, 9),
             st.none() | st.integers(1, 9),
         ),
-        st.builds(fx.SessionParked, parked_sessions),
-        st.builds(fx.SessionClosed, node_ids, st.booleans()),
-        corrupt_graphs(8).map(lambda g: fx.SessionHealed("s", heal_graph(g)[1])),
+        fx.SessionParked: st.builds(fx.SessionParked, parked_sessions),
+        fx.SessionClosed: st.builds(fx.SessionClosed, node_ids, st.booleans()),
+        fx.SessionHealed: st.builds(fx.SessionHealed, node_ids, heal_reports),
+    }
+    intents = st.builds(
+        AttachmentIntent, node_ids, node_ids, st.text(max_size=9), times, st.booleans()
     )
-    return st.one_of(
-        st.builds(fx.LoadGraph, request_ids, node_ids, scopes),
-        st.builds(fx.LoadNode, request_ids, node_ids, node_ids),
-        st.builds(fx.Commit, request_ids, commits()),
-        st.builds(
+    return {
+        fx.LoadGraph: st.builds(fx.LoadGraph, request_ids, node_ids, scopes),
+        fx.LoadNode: st.builds(fx.LoadNode, request_ids, node_ids, node_ids),
+        fx.Commit: st.builds(fx.Commit, request_ids, commits(_NESTED)),
+        fx.TombstoneNodes: st.builds(
             fx.TombstoneNodes, request_ids, node_ids, st.lists(node_ids, max_size=3).map(tuple)
         ),
-        st.builds(
-            fx.RecordAttachmentIntent,
-            request_ids,
-            st.builds(
-                AttachmentIntent, node_ids, node_ids, st.text(max_size=9), times, st.booleans()
-            ),
-        ),
-        st.builds(
+        fx.RecordAttachmentIntent: st.builds(fx.RecordAttachmentIntent, request_ids, intents),
+        fx.RestoreToolSurface: st.builds(
             fx.RestoreToolSurface, node_ids, st.builds(ToolSnapshot, st.integers(0, 9), json_values)
         ),
-        st.builds(
+        fx.RestorePlugins: st.builds(
             fx.RestorePlugins, node_ids, st.builds(PluginSnapshot, st.integers(0, 9), json_values)
         ),
-        st.builds(fx.UnregisterPluginSession, node_ids),
-        st.builds(fx.EmitLifecycle, lifecycle),
-        st.builds(fx.ReplyReady, views),
-        st.builds(fx.ReplySaved, st.integers(1, 99)),
-        st.builds(fx.ReplyParked, parked_sessions),
-        st.builds(fx.ReplyNode, node_ids, st.none() | nodes()),
-        st.builds(fx.ReplyOrphans, st.lists(node_ids, max_size=3).map(tuple)),
-        st.builds(fx.ReplyTombstoned, st.integers(0, 9)),
-        st.builds(fx.ReplyAttachment, node_ids),
-        st.builds(fx.ReplyUpdated, st.none() | node_ids, st.integers(0, 9)),
-        st.builds(fx.ReplyClosed, node_ids),
-        st.builds(
+        fx.UnregisterPluginSession: st.builds(fx.UnregisterPluginSession, node_ids),
+        # Each lifecycle event is an alternative of its own, as likely as
+        # any other effect (nested in one alternative, each would be rare).
+        **{kind: event.map(fx.EmitLifecycle) for kind, event in lifecycle.items()},
+        fx.ReplyReady: st.builds(fx.ReplyReady, views),
+        fx.ReplySaved: st.builds(fx.ReplySaved, st.integers(1, 99)),
+        fx.ReplyParked: st.builds(fx.ReplyParked, parked_sessions),
+        fx.ReplyNode: st.builds(fx.ReplyNode, node_ids, st.none() | nodes()),
+        fx.ReplyOrphans: st.builds(fx.ReplyOrphans, st.lists(node_ids, max_size=3).map(tuple)),
+        fx.ReplyTombstoned: st.builds(fx.ReplyTombstoned, st.integers(0, 9)),
+        fx.ReplyAttachment: st.builds(fx.ReplyAttachment, node_ids),
+        fx.ReplyUpdated: st.builds(fx.ReplyUpdated, st.none() | node_ids, st.integers(0, 9)),
+        fx.ReplyClosed: st.builds(fx.ReplyClosed, node_ids),
+        fx.ReplyFailed: st.builds(
             fx.ReplyFailed,
             st.text(max_size=9),
             st.sampled_from(ErrorCode),
             st.text(max_size=20),
             details,
         ),
+    }
+
+
+def effects(*kinds: type) -> st.SearchStrategy[Any]:
+    """Every kind of effect (or only ``kinds``), with arbitrary content.
+    An ``EmitLifecycle`` is chosen by its lifecycle event's type:
+    ``effects(SessionHealed)``."""
+    return _chosen(_effect_strategies(), kinds, "effect")
+
+
+pending_requests = st.builds(
+    Pending,
+    request_ids,
+    st.sampled_from(Purpose),
+    st.none() | node_ids,
+    st.lists(node_ids, max_size=3, unique=True).map(tuple),
+    st.booleans(),
+)
+
+
+@st.composite
+def open_contexts(draw: st.DrawFn) -> OpenContext:
+    """Opens in flight: from a closed machine, or resuming a parked one
+    (which it returns to on failure)."""
+    parked = draw(st.none() | parked_sessions)
+    return OpenContext(
+        draw(node_ids),
+        draw(configured_policies),
+        draw(times),
+        draw(st.sampled_from(Residency)),
+        Phase.CLOSED if parked is None else Phase.PARKED,
+        parked,
+        parked is not None and parked.head_revision is not None,
     )
 
 
 @st.composite
 def machine_states(draw: st.DrawFn) -> MachineState:
-    """Machine states in every phase (structurally valid, for the codec)."""
+    """Machine states in every phase (structurally valid, for the codec):
+    a session exactly when active or committing, an open in flight exactly
+    when opening, a handle when parked (and when resuming from one),
+    outstanding requests below ``next_request_id``."""
     phase = draw(st.sampled_from(Phase))
     session = draw(session_states()) if phase in (Phase.ACTIVE, Phase.COMMITTING) else None
-    parked = draw(parked_sessions) if phase is Phase.PARKED else None
-    opening = (
-        OpenContext(
-            "s1",
-            draw(configured_policies),
-            draw(times),
-            draw(st.sampled_from(Residency)),
-            Phase.CLOSED,
-        )
-        if phase is Phase.OPENING
-        else None
-    )
-    pending = draw(
-        st.lists(
-            st.builds(Pending, request_ids, st.sampled_from(Purpose), st.none() | node_ids),
-            max_size=3,
-            unique_by=lambda p: p.request_id,
-        )
-    )
+    opening = draw(open_contexts()) if phase is Phase.OPENING else None
+    parked: ParkedSession | None = None if opening is None else opening.parked
+    if phase is Phase.PARKED:
+        parked = draw(parked_sessions)
+    pending = draw(st.lists(pending_requests, max_size=3, unique_by=lambda p: p.request_id))
+    highest = max((p.request_id for p in pending), default=0)
     return MachineState(
         phase=phase,
         session=session,
@@ -400,5 +507,6 @@ def machine_states(draw: st.DrawFn) -> MachineState:
         persistent=draw(st.booleans()),
         residency=draw(st.sampled_from(Residency)),
         outstanding=immutables.Map({p.request_id: p for p in pending}),
-        next_request_id=max((p.request_id for p in pending), default=0) + 1,
+        next_request_id=highest + 1 + draw(st.integers(0, 3)),
+        writer=draw(writers),
     )
