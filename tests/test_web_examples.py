@@ -269,7 +269,7 @@ def test_a_conversation_of_several_turns_across_requests(kind: str, tmp_path: Pa
         assert first.kinds == ["SessionOpened", "SessionSaved", "SessionParked"]
         assert (first.done["session_id"], first.done["head_revision"]) == ("alice", 1)
         assert first.done["answer"] == "You said: hello"
-        assert first.handle.residency == Residency.ACTIVE_PATH_ONLY
+        assert first.handle.residency is Residency.ACTIVE_PATH_ONLY
 
         other = turn(client, "bob", "hi, I am bob")
         second = turn(client, "alice", "how are you?")
