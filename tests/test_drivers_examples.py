@@ -1,5 +1,6 @@
 """The examples run, quickly, and say what they promise. The quickstart
-files are the README's snippets, verbatim."""
+files are the README's snippets, verbatim. The web servers are served and
+driven over HTTP in test_web_examples.py."""
 
 from __future__ import annotations
 
@@ -23,17 +24,6 @@ def _run(name: str, cwd: Path) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-@pytest.mark.parametrize("name", ["asyncio_server.py", "trio_server.py"])
-def test_server_examples_lose_no_message_under_concurrent_requests(
-    name: str, tmp_path: Path
-) -> None:
-    lines = _run(name, tmp_path).splitlines()
-    # Two clients sent three lines each to one session, then one more.
-    assert len(lines) == 7
-    assert sorted(lines[:6]) == [f"alice rev={n} path={n}" for n in range(1, 7)]
-    assert lines[-1] == "final: alice rev=7 path=7"
 
 
 def test_transport_demo_runs_a_full_cycle_across_processes(tmp_path: Path) -> None:
