@@ -210,7 +210,9 @@ def test_postgres_answers_like_the_reference(pg_dsn: str) -> None:
 
         def close(self) -> None:
             with psycopg.connect(pg_dsn, autocommit=True) as conn:
-                conn.execute("TRUNCATE lash_sessions, lash_nodes, lash_attachment_intents")
+                conn.execute(
+                    "TRUNCATE lash_sessions, lash_nodes, lash_attachment_intents, lash_deleted"
+                )
 
     @given(st.lists(operations, max_size=20))
     def check(ops: list[object]) -> None:
