@@ -33,6 +33,7 @@ from . import effects as fx
 from . import events as ev
 from .content import id_problem, json_problem, node_problem, time_problem
 from .errors import (
+    CommitOutcomeUnknown,
     ErrorCode,
     HeadRevisionConflict,
     InvalidEvent,
@@ -969,6 +970,16 @@ def _active_failed(state: MachineState, event: ev.EffectFailed) -> tuple[Machine
             state = _with_session(state, session)
             if not pending.retried:
                 return _commit(state, pending.purpose, retried=True)
+        in_doubt = _session(state).in_doubt
+        if in_doubt is not None and event.error is not ErrorCode.COMMIT_OUTCOME_UNKNOWN:
+            # The commit in doubt failed again for another reason (a broken
+            # connection refused at once, say): whether its first attempt was
+            # applied is still unknown, and that is what the caller hears.
+            unknown = CommitOutcomeUnknown(
+                f"session {_session(state).session_id!r}: commit {in_doubt!r} may or may not"
+                f" have been applied; sending it again failed too ({event.message})"
+            )
+            return state, [_failed(_operation(pending.purpose), unknown)]
     reply = fx.ReplyFailed(_operation(pending.purpose), event.error, event.message, event.detail)
     return state, [reply]
 

@@ -310,3 +310,17 @@ def test_without_a_writer_commits_carry_no_id() -> None:
     state, _ = step(state, ev.GraphLoaded(request_of(out, fx.LoadGraph).request_id, None))
     state, out = run(state, ev.Append((node("a", None),)), ev.Save())
     assert request_of(out, fx.Commit).commit.commit_id is None
+
+
+def test_a_commit_in_doubt_that_fails_again_otherwise_is_still_in_doubt() -> None:
+    state, out = run(_writer_session(), ev.Save())
+    first = request_of(out, fx.Commit)
+    state, out = step(state, _unknown(first.request_id))
+    again = request_of(out, fx.Commit)
+    # The transport is broken now: the retry fails at once, as a transport error.
+    state, out = step(
+        state, ev.EffectFailed(again.request_id, ErrorCode.TRANSPORT_ERROR, "stream broken")
+    )
+    failed = request_of(out, fx.ReplyFailed)
+    assert failed.error is ErrorCode.COMMIT_OUTCOME_UNKNOWN and "stream broken" in failed.message
+    assert state.session is not None and state.session.in_doubt == first.commit.commit_id
