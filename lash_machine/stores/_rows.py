@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -417,3 +417,112 @@ def path_root_first(
 def with_parent(row: NodeRow, parent_id: str | None) -> NodeRow:
     """``row`` with its parent pointer replaced."""
     return (row[0], parent_id, row[2], row[3], row[4], row[5])
+
+
+# ---- the active path's hint ---------------------------------------------------------
+#
+# A session row may carry a hint of where its active path's node rows lie:
+# the seq ranges (inclusive, ascending) that hold the chain from the stored
+# leaf to its root. A reader fetches those ranges with index range scans
+# instead of walking parent by parent, then walks the fetched rows from the
+# leaf; a parent it does not find there is read by the recursive walk, as
+# without a hint. So a wrong hint costs time, never a wrong answer. Commits
+# keep the hint: appending at the stored leaf extends it, anything else is
+# worked out again from the stored graph.
+
+#: Seq ranges of a path, ``(first, last)`` inclusive, ascending.
+Ranges = list[tuple[int, int]]
+
+
+def parse_hint(text: object) -> Ranges | None:
+    """The ranges of a stored hint; ``None`` for none, or for text that is
+    not a hint this release wrote (a hint is never trusted, only tried)."""
+    if type(text) is not str:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, list):
+        return None
+    ranges: Ranges = []
+    for item in data:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(type(v) is int for v in item)
+            or item[0] > item[1]
+            or (ranges and item[0] <= ranges[-1][1])
+        ):
+            return None
+        ranges.append((item[0], item[1]))
+    return ranges
+
+
+def dump_hint(ranges: Ranges | None) -> str | None:
+    """The text of a hint (``None`` stays ``None``)."""
+    return None if ranges is None else json.dumps(ranges, separators=(",", ":"))
+
+
+def ranges_of(seqs: Iterable[int]) -> Ranges:
+    """The fewest ranges that hold ``seqs`` (ascending, distinct)."""
+    ranges: Ranges = []
+    for seq in seqs:
+        if ranges and ranges[-1][1] + 1 == seq:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def joined(base: Ranges, more: Ranges) -> Ranges:
+    """``base`` then ``more`` (which starts after it), adjacent ranges merged."""
+    if base and more and base[-1][1] + 1 == more[0][0]:
+        return [*base[:-1], (base[-1][0], more[0][1]), *more[1:]]
+    return [*base, *more]
+
+
+def truncated(ranges: Ranges, seq: int) -> Ranges | None:
+    """The ranges up to and including ``seq``; ``None`` when no range holds
+    it (the node is not on the hinted path)."""
+    kept: Ranges = []
+    for first, last in ranges:
+        if seq < first:
+            return None
+        if seq <= last:
+            kept.append((first, seq))
+            return kept
+        kept.append((first, last))
+    return None
+
+
+def appended_chain(
+    rows: Sequence[NodeRow], leaf_id: str | None, first_seq: int
+) -> tuple[list[int], str | None]:
+    """Where the new leaf's path runs through a commit's appended rows: the
+    seqs of those on it (ascending), and the stored node it then continues
+    from (``None`` at a root). A leaf that is not appended continues from
+    itself."""
+    position = {row[0]: i for i, row in enumerate(rows)}
+    seqs: list[int] = []
+    current = leaf_id
+    while current is not None and current in position:
+        i = position.pop(current)  # popped: a loop among new rows ends here
+        seqs.append(first_seq + i)
+        current = rows[i][1]
+    seqs.reverse()
+    return seqs, current
+
+
+def first_missing(by_id: Mapping[Any, Any], leaf: object) -> object:
+    """Where a walk from ``leaf`` through ``by_id`` leaves it: the first
+    parent not there (``None`` when the walk ends at a root or in a loop)."""
+    seen: set[object] = set()
+    current = leaf
+    while current is not None and current not in seen:
+        row = by_id.get(current)
+        if row is None:
+            return current
+        seen.add(current)
+        current = row[1]
+    return None

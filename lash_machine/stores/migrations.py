@@ -62,7 +62,7 @@ POSTGRES: dict[int, tuple[str, ...]] = {
         "ALTER TABLE lash_sessions ADD COLUMN created_by text",
         "ALTER TABLE lash_sessions ADD COLUMN generation bigint NOT NULL DEFAULT 0",
         "ALTER TABLE lash_sessions ADD COLUMN last_commit_id text",
-        "ALTER TABLE lash_sessions ADD COLUMN path_hint text",
+        "ALTER TABLE lash_sessions ADD COLUMN path_hint jsonb",
         "ALTER TABLE lash_sessions ADD COLUMN origin_session text",
         "ALTER TABLE lash_sessions ADD COLUMN origin_node text",
         "CREATE INDEX lash_sessions_idle ON lash_sessions (updated_at, session_id)",

@@ -74,16 +74,20 @@ from ._dsn import redact, scrub
 from ._rows import (
     LEAF_REASON,
     PIN_REASON,
+    appended_chain,
     built_on,
     check_session_id,
     decode_node,
     decode_session,
+    dump_hint,
     encode_intent,
     encode_node,
     encode_session,
+    first_missing,
     fold_repairs,
     orphan_reason,
     path_root_first,
+    ranges_of,
 )
 from .base import SCHEMA_VERSION, check_expiry
 from .leases import Lease, check_claim, check_fence
@@ -115,7 +119,7 @@ _SCHEMA = (
         created_by text,
         generation bigint NOT NULL DEFAULT 0,
         last_commit_id text,
-        path_hint text,
+        path_hint jsonb,
         origin_session text,
         origin_node text
     )""",
@@ -197,12 +201,43 @@ _SELECT_FULL = (
 # the stored one, read in the same statement. The result is a set:
 # path_root_first orders it.
 _SELECT_PATH = f"""
-WITH RECURSIVE path AS (
+WITH RECURSIVE session AS MATERIALIZED (
+    SELECT leaf_id, path_hint FROM lash_sessions WHERE session_id = %(sid)s
+),
+leaf AS MATERIALIZED (
+    SELECT coalesce(%(leaf)s::text, (SELECT leaf_id FROM session)) AS node_id
+),
+-- The hint (see stores/_rows.py) holds the stored leaf's path only: for
+-- another leaf, or without a hint, the walk below does the work.
+hinted AS MATERIALIZED (
+    SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}
+      FROM session, leaf, jsonb_array_elements(session.path_hint) AS r(range)
+      JOIN lash_nodes AS n
+        ON n.session_id = %(sid)s
+       AND n.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
+     WHERE leaf.node_id = session.leaf_id AND NOT n.tombstoned
+),
+path AS (
     SELECT {_NODE_COLUMNS} FROM lash_nodes
      WHERE session_id = %(sid)s AND NOT tombstoned
-       AND node_id = coalesce(
-           %(leaf)s::text,
-           (SELECT leaf_id FROM lash_sessions WHERE session_id = %(sid)s))
+       AND node_id = (SELECT node_id FROM leaf)
+       AND NOT EXISTS (SELECT 1 FROM hinted)
+    UNION
+    SELECT parent.* FROM path, LATERAL (
+        SELECT {_NODE_COLUMNS} FROM lash_nodes AS n
+         WHERE n.session_id = %(sid)s AND n.node_id = path.parent_id AND NOT n.tombstoned
+         LIMIT 1
+    ) AS parent
+)
+SELECT {_NODE_COLUMNS} FROM hinted
+UNION ALL
+SELECT {_NODE_COLUMNS} FROM path
+"""
+# The rest of a path the hint fell short of, from one node.
+_SELECT_PATH_FROM = f"""
+WITH RECURSIVE path AS (
+    SELECT {_NODE_COLUMNS} FROM lash_nodes
+     WHERE session_id = %(sid)s AND node_id = %(leaf)s AND NOT tombstoned
     UNION
     SELECT parent.* FROM path, LATERAL (
         SELECT {_NODE_COLUMNS} FROM lash_nodes AS n
@@ -293,12 +328,80 @@ dead AS MATERIALIZED (
 ),
 """
 # A deleted session's id is never made again (until its marker is purged).
+# The hint of the path the commit leaves (see stores/_rows.py): the path
+# through its appended rows (``chain``, seq offsets from the first appended
+# row) on top of the path of the stored node they continue from (``above``):
+# the old hint when that node is the old leaf (an append at the leaf), the
+# old hint cut at it when it lies on that path, else a walk of the stored
+# graph. A commit with repairs leaves no hint (the next one works it out).
+# The session row read here may predate a concurrent commit; then the
+# compare-and-set fails and none of this is written.
+_HINT = """
+hint_row AS MATERIALIZED (
+    SELECT leaf_id, path_hint, next_seq FROM lash_sessions WHERE session_id = %(sid)s
+),
+hint_base AS MATERIALIZED (
+    SELECT CASE
+        WHEN NOT %(hint_ok)s THEN NULL
+        WHEN %(above)s::text IS NULL THEN '[]'::jsonb
+        WHEN r.path_hint IS NOT NULL AND r.leaf_id = %(above)s THEN r.path_hint
+        ELSE coalesce(
+            (SELECT CASE WHEN bool_or((e ->> 0)::bigint <= x.seq AND x.seq <= (e ->> 1)::bigint)
+                    THEN jsonb_agg(jsonb_build_array((e ->> 0)::bigint,
+                                                     least((e ->> 1)::bigint, x.seq)) ORDER BY o)
+                         FILTER (WHERE (e ->> 0)::bigint <= x.seq)
+                    END
+               FROM jsonb_array_elements(r.path_hint) WITH ORDINALITY AS t(e, o),
+                    (SELECT seq FROM lash_nodes
+                      WHERE session_id = %(sid)s AND node_id = %(above)s AND NOT tombstoned) AS x
+              WHERE r.path_hint IS NOT NULL),
+            (WITH RECURSIVE walk AS (
+                 SELECT node_id, parent_id, seq FROM lash_nodes
+                  WHERE session_id = %(sid)s AND node_id = %(above)s AND NOT tombstoned
+                 UNION
+                 SELECT p.* FROM walk, LATERAL (
+                     SELECT n.node_id, n.parent_id, n.seq FROM lash_nodes AS n
+                      WHERE n.session_id = %(sid)s AND n.node_id = walk.parent_id
+                        AND NOT n.tombstoned
+                      LIMIT 1
+                 ) AS p
+             )
+             SELECT jsonb_agg(jsonb_build_array(lo, hi) ORDER BY lo)
+               FROM (SELECT min(seq) AS lo, max(seq) AS hi
+                       FROM (SELECT seq, seq - row_number() OVER (ORDER BY seq) AS run
+                               FROM walk) AS runs
+                      GROUP BY run) AS ranges)
+        )
+    END AS ranges,
+    coalesce(r.next_seq, 0) AS first_seq
+      FROM (SELECT 1) AS one LEFT JOIN hint_row AS r ON true
+),
+hint_chain AS MATERIALIZED (
+    SELECT coalesce(jsonb_agg(jsonb_build_array(b.first_seq + (e ->> 0)::bigint,
+                                                b.first_seq + (e ->> 1)::bigint) ORDER BY o),
+                    '[]'::jsonb) AS ranges
+      FROM hint_base AS b, jsonb_array_elements(%(chain)s::jsonb) WITH ORDINALITY AS t(e, o)
+),
+hint AS MATERIALIZED (
+    SELECT CASE
+        WHEN b.ranges IS NULL THEN NULL
+        WHEN jsonb_array_length(b.ranges) > 0 AND jsonb_array_length(c.ranges) > 0
+         AND (b.ranges -> -1 ->> 1)::bigint + 1 = (c.ranges -> 0 ->> 0)::bigint
+            THEN (b.ranges - (-1))
+                 || jsonb_build_array(jsonb_build_array(b.ranges -> -1 -> 0, c.ranges -> 0 -> 1))
+                 || (c.ranges - 0)
+        ELSE b.ranges || c.ranges
+    END AS ranges
+      FROM hint_base AS b, hint_chain AS c
+),
+"""
 _CAS_CREATE = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
-    created_at, last_commit_id, created_by)
+    created_at, last_commit_id, created_by, path_hint)
 SELECT %(sid)s, 1, %(count)s, %(count)s, %(leaf)s, %(policy)s, %(frames)s, %(frame)s,
-    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s, %(now)s, %(commit_id)s, %(commit_id)s
+    %(tools)s, %(plugins)s, %(checkpoint)s, %(now)s, %(now)s, %(commit_id)s, %(commit_id)s,
+    (SELECT ranges FROM hint)
   FROM fence WHERE fence.ok
    AND NOT EXISTS (SELECT 1 FROM lash_deleted WHERE session_id = %(sid)s)
 ON CONFLICT (session_id) DO NOTHING
@@ -309,7 +412,7 @@ UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = next_seq 
     live_nodes = live_nodes + %(count)s, leaf_id = %(leaf)s, policy = %(policy)s,
     frames = %(frames)s, current_frame_id = %(frame)s, tool_snapshot = %(tools)s,
     plugin_snapshot = %(plugins)s, host_checkpoint = %(checkpoint)s, updated_at = %(now)s,
-    last_commit_id = %(commit_id)s
+    last_commit_id = %(commit_id)s, path_hint = (SELECT ranges FROM hint)
 WHERE session_id = %(sid)s AND head_revision = %(expected)s AND (SELECT ok FROM fence)
   AND NOT EXISTS (SELECT 1 FROM dead)
 RETURNING next_seq - %(count)s AS first_seq
@@ -346,8 +449,10 @@ SELECT (SELECT first_seq FROM cas), fence.ok,
   FROM fence
 """
 # A first commit builds on nothing stored: no guard.
-_COMMIT_CREATE = f"WITH {_FENCE} cas AS ({_CAS_CREATE})" + _COMMIT_REST.format(dead="NULL::text")
-_COMMIT_ADVANCE = f"WITH {_FENCE} {_GUARD} cas AS ({_CAS_ADVANCE})" + _COMMIT_REST.format(
+_COMMIT_CREATE = f"WITH {_FENCE} {_HINT} cas AS ({_CAS_CREATE})" + _COMMIT_REST.format(
+    dead="NULL::text"
+)
+_COMMIT_ADVANCE = f"WITH {_FENCE} {_GUARD} {_HINT} cas AS ({_CAS_ADVANCE})" + _COMMIT_REST.format(
     dead="(SELECT node_id FROM dead)"
 )
 
@@ -736,6 +841,13 @@ class PostgresStore:
         if isinstance(scope, ActivePath):
             leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
             by_id = {r[0]: r for r in rows}
+            start = None if leaf is None else first_missing(by_id, leaf)
+            if start is not None:
+                # The hinted ranges fell short (a row tombstoned or moved
+                # since): walk the rest, as a read without a hint would.
+                with self._connection() as conn:
+                    rest = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
+                    by_id.update((r[0], r) for r in rest.fetchall())
             rows = [] if leaf is None else path_root_first(by_id.get, lambda r: r[1], leaf)
         nodes = tuple(decode_node(session_id, r) for r in rows)
         return decode_session(
@@ -786,6 +898,7 @@ class PostgresStore:
         rows, repairs = fold_repairs(
             [encode_node(sid, n) for n in commit.delta.appended], commit.delta
         )
+        chain, above = appended_chain(rows, commit.delta.leaf_id, 0)
         pins = {node_id: False for node_id in commit.delta.unpinned}
         pins.update((node_id, True) for node_id in commit.delta.pinned)
         _refuse_nul(
@@ -823,6 +936,9 @@ class PostgresStore:
             "token": commit.fencing_token,
             "refs": built_on(rows, repairs, commit.delta.leaf_id, commit.delta.pinned),
             "commit_id": commit.commit_id,
+            "hint_ok": not repairs,
+            "above": above,
+            "chain": dump_hint(ranges_of(sorted(chain))),
             # Pins of nodes this commit appends go into their rows (the
             # UPDATE cannot see them); the last word on a node wins.
             "pinned_of": [pins.pop(row[0], False) for row in rows],

@@ -44,16 +44,25 @@ from . import migrations
 from ._rows import (
     LEAF_REASON,
     PIN_REASON,
+    NodeRow,
+    Ranges,
+    appended_chain,
     built_on,
     check_session_id,
     decode_node,
     decode_session,
+    dump_hint,
     encode_intent,
     encode_node,
     encode_session,
+    first_missing,
     fold_repairs,
+    joined,
     orphan_reason,
+    parse_hint,
     path_root_first,
+    ranges_of,
+    truncated,
 )
 from .base import SCHEMA_VERSION, check_expiry
 from .leases import Lease, check_claim, check_fence, claim_verdict
@@ -138,7 +147,8 @@ _SESSION_COLUMNS = (
 )
 
 _SELECT_SESSION = (
-    f"SELECT {_SESSION_COLUMNS}, generation, created_at, created_by, origin_session, origin_node"
+    f"SELECT {_SESSION_COLUMNS}, generation, created_at, created_by, origin_session, origin_node,"
+    " path_hint"
     " FROM lash_sessions WHERE session_id = ?"
 )
 _SELECT_PINNED = (
@@ -153,7 +163,7 @@ _SELECT_FULL = (
 )
 # The walk carries only keys, so UNION's duplicate check (which ends a
 # parent cycle) compares ids, not bodies; the rows are joined back after.
-# The result is a set: path_root_first orders it.
+# The result is a set, each row with its seq last: path_root_first walks it.
 _SELECT_PATH = f"""
 WITH RECURSIVE path(node_id, parent_id) AS (
     SELECT node_id, parent_id FROM lash_nodes
@@ -163,29 +173,39 @@ WITH RECURSIVE path(node_id, parent_id) AS (
       JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.parent_id
      WHERE n.tombstoned = 0
 )
-SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))} FROM path
+SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq FROM path
   JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
 """
+# The rows of the hinted seq ranges (a JSON array of [first, last]): one
+# index range scan each.
+_SELECT_RANGES = f"""
+SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq
+  FROM json_each(?2) AS r
+  JOIN lash_nodes AS n ON n.session_id = ?1 AND n.seq BETWEEN r.value ->> 0 AND r.value ->> 1
+ WHERE n.tombstoned = 0
+"""
+_SEQ_OF = "SELECT seq FROM lash_nodes WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
 _SELECT_NODE = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes"
     " WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
 )
 _SELECT_HEAD = """
-SELECT head_revision, next_seq, leaf_id, last_commit_id FROM lash_sessions WHERE session_id = ?
+SELECT head_revision, next_seq, leaf_id, last_commit_id, path_hint
+  FROM lash_sessions WHERE session_id = ?
 """
 #: How many ids one statement binds (SQLite's oldest default limit is 999).
 _CHUNK = 500
 _INSERT_SESSION = """
 INSERT INTO lash_sessions (session_id, head_revision, next_seq, live_nodes, leaf_id, policy,
     frames, current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at,
-    last_commit_id, created_at, created_by)
-VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    last_commit_id, created_at, created_by, path_hint)
+VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _UPDATE_SESSION = """
 UPDATE lash_sessions SET head_revision = head_revision + 1, next_seq = ?,
     live_nodes = live_nodes + ?, leaf_id = ?, policy = ?, frames = ?, current_frame_id = ?,
     tool_snapshot = ?, plugin_snapshot = ?, host_checkpoint = ?, updated_at = ?,
-    last_commit_id = ?
+    last_commit_id = ?, path_hint = ?
 WHERE session_id = ?
 """
 # Keyset pages of idle sessions, oldest first, each with its live node
@@ -394,7 +414,9 @@ class SQLiteStore:
                 rows = conn.execute(_SELECT_FULL, (session_id,)).fetchall()
             elif isinstance(scope, ActivePath):
                 leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
-                rows = [] if leaf is None else self._path(conn, session_id, leaf)
+                # The hint is of the stored leaf's path only.
+                hint = row[13] if leaf == row[1] else None
+                rows = [] if leaf is None else self._path(conn, session_id, leaf, hint)
             else:
                 raise StoreError(f"unknown read scope {scope!r}")
             pins = {r[0] for r in conn.execute(_SELECT_PINNED, (session_id,))}
@@ -422,10 +444,21 @@ class SQLiteStore:
         return SessionStamp(row[0], row[1], row[2])
 
     @staticmethod
-    def _path(conn: sqlite3.Connection, session_id: str, leaf: object) -> list[Any]:
-        found = conn.execute(_SELECT_PATH, (session_id, leaf)).fetchall()
-        by_id = {r[0]: r for r in found}
-        return path_root_first(by_id.get, lambda r: r[1], str(leaf))
+    def _path(
+        conn: sqlite3.Connection, session_id: str, leaf: object, hint: object = None
+    ) -> list[Any]:
+        """The chain from ``leaf`` to a root, root first, each row without
+        its seq: the hinted ranges first (see _rows), the recursive walk from
+        wherever they fall short."""
+        by_id: dict[Any, Any] = {}
+        start: object = leaf
+        if parse_hint(hint) is not None:
+            by_id = {r[0]: r for r in conn.execute(_SELECT_RANGES, (session_id, hint))}
+            start = first_missing(by_id, leaf)
+        if start is not None:
+            found = conn.execute(_SELECT_PATH, (session_id, start)).fetchall()
+            by_id.update((r[0], r) for r in found)
+        return [r[:6] for r in path_root_first(by_id.get, lambda r: r[1], str(leaf))]
 
     def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
         """One live node of the session, or ``None``."""
@@ -474,14 +507,29 @@ class SQLiteStore:
                 now,
             )
             next_seq = first_seq + len(rows)
+            hint = None
+            if not repairs:  # a repair may move the path: the next commit works it out
+                ranges = _next_hint(
+                    conn, sid, found, rows, first_seq=first_seq, leaf=session.leaf_id
+                )
+                hint = dump_hint(ranges)
             if found is None:
                 conn.execute(
                     _INSERT_SESSION,
-                    (sid, next_seq, len(rows), *columns, commit.commit_id, now, commit.commit_id),
+                    (
+                        sid,
+                        next_seq,
+                        len(rows),
+                        *columns,
+                        commit.commit_id,
+                        now,
+                        commit.commit_id,
+                        hint,
+                    ),
                 )
             else:
                 conn.execute(
-                    _UPDATE_SESSION, (next_seq, len(rows), *columns, commit.commit_id, sid)
+                    _UPDATE_SESSION, (next_seq, len(rows), *columns, commit.commit_id, hint, sid)
                 )
             try:
                 conn.executemany(
@@ -737,6 +785,38 @@ class SQLiteStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+
+
+def _next_hint(
+    conn: sqlite3.Connection,
+    session_id: str,
+    found: Sequence[Any] | None,
+    rows: Sequence[NodeRow],
+    *,
+    first_seq: int,
+    leaf: str | None,
+) -> Ranges:
+    """The hint of the path a commit leaves (its repairs aside): the path
+    through its appended rows, on top of the path of the stored node they
+    continue from: the old hint when that node is the old leaf (an append
+    at the leaf, the usual commit), the old hint cut at it when it lies on
+    that path (a branch back), else a walk of the stored graph."""
+    seqs, above = appended_chain(rows, leaf, first_seq)
+    chain = ranges_of(sorted(seqs))
+    if above is None:
+        return chain
+    old = None if found is None else parse_hint(found[4])
+    base: Ranges | None = None
+    if old is not None and found is not None and above == found[2]:
+        base = old
+    elif old is not None:
+        seq = conn.execute(_SEQ_OF, (session_id, above)).fetchone()
+        base = None if seq is None else truncated(old, seq[0])
+    if base is None:
+        walked = conn.execute(_SELECT_PATH, (session_id, above)).fetchall()
+        by_id = {r[0]: r for r in walked}
+        base = ranges_of(sorted(r[6] for r in path_root_first(by_id.get, lambda r: r[1], above)))
+    return joined(base, chain)
 
 
 def _refuse_deleted(conn: sqlite3.Connection, session_id: str) -> None:

@@ -1,0 +1,174 @@
+"""The active path's hint on SQLite and PostgreSQL: what commits leave in
+it, that a read of the usual session uses it alone, and that a wrong or
+broken hint never changes what a read returns (it only costs a walk)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from lash_machine.persisted import ActivePath, FullGraph, Reparent
+from lash_machine.stores import SQLiteStore
+from lash_machine.stores.base import SessionStore
+from lash_machine.testing.records import make_commit, make_node
+
+
+class Raw:
+    """Reads and writes a store's session row behind its back."""
+
+    def __init__(self, kind: str, where: Any) -> None:
+        self.kind, self.where = kind, where
+
+    def hint(self, session_id: str) -> Any:
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.where)
+            try:
+                (text,) = conn.execute(
+                    "SELECT path_hint FROM lash_sessions WHERE session_id = ?", (session_id,)
+                ).fetchone()
+            finally:
+                conn.close()
+            return None if text is None else json.loads(text)
+        with psycopg.connect(self.where) as conn:
+            row = conn.execute(
+                "SELECT path_hint FROM lash_sessions WHERE session_id = %s", (session_id,)
+            ).fetchone()
+        assert row is not None
+        return row[0]
+
+    def set_hint(self, session_id: str, hint: Any) -> None:
+        text = None if hint is None else json.dumps(hint)
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.where)
+            with conn:
+                conn.execute(
+                    "UPDATE lash_sessions SET path_hint = ? WHERE session_id = ?",
+                    (text, session_id),
+                )
+            conn.close()
+            return
+        with psycopg.connect(self.where, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE lash_sessions SET path_hint = %s::jsonb WHERE session_id = %s",
+                (text, session_id),
+            )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SessionStore, Raw]]:
+    if request.param == "sqlite":
+        path = tmp_path / "s.db"
+        store: SessionStore = SQLiteStore(path)
+        yield store, Raw("sqlite", path)
+        store.close()
+        return
+    from lash_machine.stores.postgres import PostgresStore
+
+    base = request.getfixturevalue("postgres_dsn")
+    name = f"h_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    dsn = psycopg.conninfo.make_conninfo(base, options=f"-c search_path={name}")
+    store = PostgresStore(dsn, max_size=2)
+    yield store, Raw("postgres", dsn)
+    store.close()
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+def _path(store: SessionStore, leaf: str | None = None) -> list[str]:
+    loaded = store.load_graph("s", ActivePath(leaf))
+    assert loaded is not None
+    return [n.node_id for n in loaded.nodes]
+
+
+def _walked(store: SessionStore) -> list[str]:
+    """The path by the full graph's parent pointers (the truth)."""
+    loaded = store.load_graph("s", FullGraph())
+    assert loaded is not None
+    parents = {n.node_id: n.parent_id for n in loaded.nodes}
+    chain, current = [], loaded.leaf_id
+    while current is not None and current in parents:
+        chain.append(current)
+        current = parents[current]
+    return chain[::-1]
+
+
+def test_commits_keep_the_hint(stores: tuple[SessionStore, Raw]) -> None:
+    store, raw = stores
+    # a0 a1 a2 (seq 0-2), appended turn by turn at the leaf.
+    store.commit(make_commit("s", None, [make_node("a0")]))
+    store.commit(make_commit("s", 1, [make_node("a1", "a0"), make_node("a2", "a1")]))
+    assert raw.hint("s") == [[0, 2]]
+    # Back to a0 and on (seq 3-4): the hint is cut at a0 and goes on.
+    store.commit(make_commit("s", 2, [make_node("b3", "a0"), make_node("b4", "b3")]))
+    assert raw.hint("s") == [[0, 0], [3, 4]]
+    assert _path(store) == ["a0", "b3", "b4"] == _walked(store)
+    # To the old branch's tip (an orphan now), no append: worked out again.
+    store.commit(make_commit("s", 3, [], leaf_id="a2"))
+    assert raw.hint("s") == [[0, 2]]
+    # A repair leaves no hint; the next commit works it out again.
+    store.commit(make_commit("s", 4, [], leaf_id="a2", reparented=[Reparent("a1", None)]))
+    assert raw.hint("s") is None
+    assert _path(store) == ["a1", "a2"] == _walked(store)
+    store.commit(make_commit("s", 5, [make_node("c5", "a2")]))
+    assert raw.hint("s") == [[1, 2], [5, 5]]
+    assert _path(store) == ["a1", "a2", "c5"]
+
+
+def test_a_wrong_or_broken_hint_never_changes_a_read(stores: tuple[SessionStore, Raw]) -> None:
+    store, raw = stores
+    nodes = [make_node("r")] + [
+        make_node(f"n{i}", "r" if i == 1 else f"n{i - 1}") for i in range(1, 6)
+    ]
+    store.commit(make_commit("s", None, [*nodes, make_node("x", "r")], leaf_id="n5"))
+    truth = _walked(store)
+    for hint in ([[0, 6]], [[2, 3]], [[100, 200]], [], [[0, 0]], None):
+        raw.set_hint("s", hint)
+        assert _path(store) == truth, hint
+    if raw.kind == "sqlite":  # PostgreSQL keeps it in jsonb: only JSON gets in
+        raw.set_hint("s", "not ranges")
+        assert _path(store) == truth
+    # A node on the hinted path tombstoned behind the store's back: the path
+    # stops there, as the walk does.
+    raw.set_hint("s", [[0, 5]])
+    assert _path(store) == truth
+    # Another leaf than the stored one is walked, whatever the hint.
+    assert _path(store, "x") == ["r", "x"]
+
+
+def test_the_usual_read_uses_the_hint_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.commit(make_commit("s", None, [make_node("a0")]))
+    for i in range(1, 40):
+        store.commit(make_commit("s", i, [make_node(f"a{i}", f"a{i - 1}")]))
+    seen: list[str] = []
+    conn = store._connection()
+    conn.set_trace_callback(seen.append)
+    try:
+        assert len(_path(store)) == 40
+    finally:
+        conn.set_trace_callback(None)
+        store.close()
+    assert not any("RECURSIVE" in statement for statement in seen), seen
+
+
+def test_a_hint_survives_tombstones_and_vacuum_off_the_path(
+    stores: tuple[SessionStore, Raw],
+) -> None:
+    store, _ = stores
+    store.commit(make_commit("s", None, [make_node("r"), make_node("x", "r"), make_node("a", "r")]))
+    assert store.tombstone_nodes("s", ["x"]) == 1
+    store.vacuum()
+    assert _path(store) == ["r", "a"]
+    store.commit(make_commit("s", 1, [make_node("b", "a")]))
+    assert _path(store) == ["r", "a", "b"] == _walked(store)
