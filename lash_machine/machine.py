@@ -412,11 +412,12 @@ def _close_closed(state: MachineState, event: ev.Close) -> tuple[MachineState, E
 # ---- opening ----------------------------------------------------------------------------
 
 
-def _path_resolves(read: StoredSession) -> bool:
-    """True when the read's nodes hold the whole chain from the leaf to a root."""
+def _path_resolves(read: StoredSession, leaf_id: str | None = None) -> bool:
+    """True when the read's nodes hold the whole chain from the leaf (the
+    stored one, or ``leaf_id``) to a root."""
     parents = {node.node_id: node.parent_id for node in read.nodes}
     seen: set[str] = set()
-    current = read.leaf_id
+    current = read.leaf_id if leaf_id is None else leaf_id
     while current is not None:
         if current not in parents or current in seen:
             return False
@@ -540,8 +541,14 @@ def _branch_loaded(
         missing = InvalidEvent(state.phase.value, "BranchTo", f"no node {target!r} in the session")
         return state, [_failed("branch", missing)]
     assert read is not None
+    if pending.purpose is Purpose.BRANCH and not _path_resolves(read, target):
+        # The stored path is broken (a loop, a missing parent): heal against
+        # the full graph, as an open does, so the cut is the one healing the
+        # whole graph makes, whatever the residency.
+        state, request_id = _request(state, lambda rid: Pending(rid, Purpose.BRANCH_FULL, target))
+        return state, [fx.LoadGraph(request_id, session.session_id, FullGraph())]
     # Keep everything resident (unsaved nodes may hang off the old branch)
-    # and add the loaded path to the stored prefix.
+    # and add the loaded path (or graph) to the stored prefix.
     nodes = session.graph.nodes
     stored = list(nodes[: session.saved_nodes])
     stored += [node for node in read.nodes if node.node_id not in session.graph]
@@ -712,12 +719,14 @@ def _graph_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineSt
     new, pending = _take(
         state,
         event,
-        frozenset({Purpose.LIST_ORPHANS, Purpose.BRANCH, Purpose.TOMBSTONE_ORPHANS}),
+        frozenset(
+            {Purpose.LIST_ORPHANS, Purpose.BRANCH, Purpose.BRANCH_FULL, Purpose.TOMBSTONE_ORPHANS}
+        ),
     )
     session = _session(state)
     if event.session is not None and event.session.session_id != session.session_id:
         raise _refuse(state, event, f"loaded session {event.session.session_id!r}")
-    if pending.purpose is Purpose.BRANCH:
+    if pending.purpose in (Purpose.BRANCH, Purpose.BRANCH_FULL):
         return _branch_loaded(new, pending, event.session)
     if pending.purpose is Purpose.TOMBSTONE_ORPHANS:
         return _orphans_to_tombstone(new, event.session)

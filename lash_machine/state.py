@@ -52,6 +52,7 @@ class Purpose(enum.StrEnum):
     LOAD_NODE = "load_node"
     LIST_ORPHANS = "list_orphans"
     BRANCH = "branch"
+    BRANCH_FULL = "branch_full"
     TOMBSTONE = "tombstone"
     TOMBSTONE_ORPHANS = "tombstone_orphans"
     INTENT = "intent"

@@ -28,7 +28,7 @@ from lash_machine import (
 from lash_machine import effects as fx
 from lash_machine import events as ev
 from lash_machine.content import MAX_ID_LENGTH
-from lash_machine.persisted import Reparent, StoredSession
+from lash_machine.persisted import FullGraph, Reparent, StoredSession
 
 
 def _body_node(body: Any, **changes: Any) -> SessionNode:
@@ -324,3 +324,41 @@ def test_a_commit_in_doubt_that_fails_again_otherwise_is_still_in_doubt() -> Non
     failed = request_of(out, fx.ReplyFailed)
     assert failed.error is ErrorCode.COMMIT_OUTCOME_UNKNOWN and "stream broken" in failed.message
     assert state.session is not None and state.session.in_doubt == first.commit.commit_id
+
+
+# ---- a broken stored path under ACTIVE_PATH_ONLY ------------------------------------------
+
+
+def test_a_branch_onto_a_looping_path_is_healed_as_the_whole_graph_is() -> None:
+    """q <-> p loop (q inserted first), t under q: healing the whole graph
+    cuts q; a branch to t under ACTIVE_PATH_ONLY must cut q too."""
+    stored_nodes = (
+        node("r", None),
+        SessionNode("q", "p", NodeKind.MESSAGE, {}, None, 1.0),
+        SessionNode("p", "q", NodeKind.MESSAGE, {}, None, 1.0),
+        node("t", "q"),
+    )
+    from lash_machine import SessionGraph, heal_graph
+
+    _, full_report = heal_graph(SessionGraph.from_nodes(stored_nodes, "r"))
+    assert [cut.node_id for cut in full_report.parents_cut] == ["q"]
+    state, out = run(
+        MachineState.initial(),
+        ev.Open(POLICY, 1.0, session_id="s1", residency=Residency.ACTIVE_PATH_ONLY),
+    )
+    read = StoredSession("s1", 1, POLICY, (), "", (stored_nodes[0],), "r")
+    state, out = step(state, ev.GraphLoaded(request_of(out, fx.LoadGraph).request_id, read))
+    state, out = run(state, ev.BranchTo("t"))
+    load = request_of(out, fx.LoadGraph)
+    # The path read from t (walked: t, q, p) does not reach a root.
+    path = StoredSession("s1", 1, POLICY, (), "", stored_nodes[1:][::-1], "r")
+    state, out = step(state, ev.GraphLoaded(load.request_id, path))
+    full = request_of(out, fx.LoadGraph)
+    assert isinstance(full.scope, FullGraph)
+    state, out = step(
+        state, ev.GraphLoaded(full.request_id, attrs.evolve(read, nodes=stored_nodes))
+    )
+    healed = request_of(out, fx.EmitLifecycle).event.report
+    assert [cut.node_id for cut in healed.parents_cut] == ["q"]
+    state, out = run(state, ev.Save())
+    assert request_of(out, fx.Commit).commit.delta.reparented == (Reparent("q", None),)
