@@ -22,6 +22,7 @@ import immutables
 from pyrsistent import pvector
 from pyrsistent.typing import PVector
 
+from ._records import evolve
 from .model import NodeKind, SessionNode
 
 _ID = operator.attrgetter("node_id")
@@ -118,6 +119,18 @@ class SessionGraph:
             self.leaf_id,
         )
 
+    def extended(self, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
+        """A graph with ``nodes`` added last, in order, and ``leaf_id`` as
+        its leaf: what appending each and then moving the leaf gives, made
+        as one new graph. Raises ``ValueError`` when an id is taken."""
+        vector, index = self._nodes, self._index
+        for node in nodes:
+            if node.node_id in index:
+                raise ValueError(f"node id {node.node_id!r} is already in the graph")
+            index = index.set(node.node_id, len(vector))
+            vector = vector.append(node)
+        return SessionGraph(vector, index, leaf_id)
+
     def with_leaf(self, leaf_id: str | None) -> SessionGraph:
         """The same nodes with another leaf."""
         return SessionGraph(self._nodes, self._index, leaf_id)
@@ -125,7 +138,7 @@ class SessionGraph:
     def with_parent(self, node_id: str, parent_id: str | None) -> SessionGraph:
         """The graph with one node's parent pointer changed."""
         position = self._index[node_id]
-        node = attrs.evolve(self._nodes[position], parent_id=parent_id)
+        node = evolve(self._nodes[position], parent_id=parent_id)
         return SessionGraph(self._nodes.set(position, node), self._index, self.leaf_id)
 
     def without(self, node_ids: Iterable[str]) -> SessionGraph:
@@ -248,7 +261,7 @@ def _repair(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
     for i, node in enumerate(nodes):
         if node.parent_id is not None and node.parent_id not in position:
             cuts.append(ParentRepair(node.node_id, node.parent_id, "dangling"))
-            nodes[i] = attrs.evolve(node, parent_id=None)
+            nodes[i] = evolve(node, parent_id=None)
 
     cuts.extend(_cut_cycles(nodes, position))
 
@@ -316,7 +329,7 @@ def _cut_cycles(nodes: list[SessionNode], position: dict[str, int]) -> list[Pare
             node = nodes[victim]
             assert node.parent_id is not None
             cuts.append(ParentRepair(node.node_id, node.parent_id, "cycle"))
-            nodes[victim] = attrs.evolve(node, parent_id=None)
+            nodes[victim] = evolve(node, parent_id=None)
         for index in walk:
             colour[index] = _DONE
     return cuts

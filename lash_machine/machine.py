@@ -27,10 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
-import attrs
+import immutables
 
 from . import effects as fx
 from . import events as ev
+from ._records import evolve
 from .content import id_problem, json_problem, node_problem, time_problem
 from .errors import (
     CommitOutcomeUnknown,
@@ -51,6 +52,7 @@ from .model import (
     ParkedSession,
     PluginSnapshot,
     Residency,
+    SessionNode,
     SessionPolicy,
     ToolSnapshot,
     initial_frame_id,
@@ -102,21 +104,34 @@ def _refuse(state: MachineState, event: object, reason: str) -> InvalidEvent:
     return InvalidEvent(state.phase.value, type(event).__name__, reason)
 
 
-def _request(state: MachineState, pending: Callable[[int], Pending]) -> tuple[MachineState, int]:
-    """Allocate a request id and record what it is for."""
+def _request(
+    state: MachineState, pending: Callable[[int], Pending], **changes: Any
+) -> tuple[MachineState, int]:
+    """Allocate a request id and record what it is for (and make the
+    other ``changes`` to the state in the same copy)."""
     request_id = state.next_request_id
     outstanding = state.outstanding.set(request_id, pending(request_id))
-    return attrs.evolve(state, outstanding=outstanding, next_request_id=request_id + 1), request_id
+    changes.update(outstanding=outstanding, next_request_id=request_id + 1)
+    return evolve(state, **changes), request_id
 
 
 def _take(
     state: MachineState, event: Any, purposes: frozenset[Purpose]
 ) -> tuple[MachineState, Pending]:
     """Claim the outstanding request a result answers, or refuse the result."""
+    pending, outstanding = _claim(state, event, purposes)
+    return evolve(state, outstanding=outstanding), pending
+
+
+def _claim(
+    state: MachineState, event: Any, purposes: frozenset[Purpose]
+) -> tuple[Pending, immutables.Map[int, Pending]]:
+    """The request a result answers and the outstanding table without it
+    (for a handler that makes one copy of the state), or the refusal."""
     pending = state.outstanding.get(event.request_id)
     if pending is None or pending.purpose not in purposes:
         raise StaleResult(state.phase.value, type(event).__name__, event.request_id)
-    return attrs.evolve(state, outstanding=state.outstanding.delete(event.request_id)), pending
+    return pending, state.outstanding.delete(event.request_id)
 
 
 def _session(state: MachineState) -> SessionState:
@@ -130,7 +145,7 @@ def _updated(session: SessionState) -> fx.ReplyUpdated:
 
 
 def _with_session(state: MachineState, session: SessionState) -> MachineState:
-    return attrs.evolve(state, session=session)
+    return evolve(state, session=session)
 
 
 def _check(state: MachineState, event: object, problem: str | None) -> None:
@@ -222,7 +237,7 @@ def _settle_graph(
         if node.node_id in cut and node.node_id in saved_ids:
             repairs[node.node_id] = Reparent(node.node_id, None)
     resident_repairs = tuple(r for r in repairs.values() if r.node_id in healed)
-    session = attrs.evolve(
+    session = evolve(
         session,
         graph=healed,
         saved_nodes=saved_count,
@@ -238,7 +253,7 @@ def _build(
     """The state-building order: policy fill-in, frames, model check, heal
     then trim. Raises :class:`ModelSpecMissing`."""
     if session.policy.is_unconfigured:
-        session = attrs.evolve(session, policy=policy)
+        session = evolve(session, policy=policy)
     frames = session.frames
     current_id = session.current_frame_id
     if not frames:
@@ -248,16 +263,16 @@ def _build(
     elif current_id not in {frame.frame_id for frame in frames}:
         current_id = frames[0].frame_id
     frames = tuple(
-        attrs.evolve(frame, policy=session.policy)
+        evolve(frame, policy=session.policy)
         if frame.frame_id == current_id and frame.policy.is_unconfigured
         else frame
         for frame in frames
     )
-    session = attrs.evolve(session, frames=frames, current_frame_id=current_id)
+    session = evolve(session, frames=frames, current_frame_id=current_id)
     effective = session.current_frame.policy
     if not effective.model.id.strip():
         raise ModelSpecMissing(session.session_id)
-    session = attrs.evolve(session, policy=effective)
+    session = evolve(session, policy=effective)
     return _settle_graph(session, session.graph, session.saved_nodes, residency)
 
 
@@ -281,7 +296,7 @@ def _activate(
         out.append(fx.EmitLifecycle(fx.SessionHealed(session.session_id, report)))
     announce = fx.SessionOpened(view) if fresh else fx.SessionRestored(view)
     out += [fx.EmitLifecycle(announce), fx.ReplyReady(view)]
-    new = attrs.evolve(
+    new = evolve(
         state,
         phase=Phase.ACTIVE,
         session=session,
@@ -312,7 +327,7 @@ def _load(
     state: MachineState, context: OpenContext, purpose: Purpose, scope: ReadScope
 ) -> tuple[MachineState, Effects]:
     state, request_id = _request(state, lambda rid: Pending(rid, purpose))
-    state = attrs.evolve(state, phase=Phase.OPENING, opening=context)
+    state = evolve(state, phase=Phase.OPENING, opening=context)
     return state, [fx.LoadGraph(request_id, context.session_id, scope)]
 
 
@@ -326,7 +341,7 @@ def _open(state: MachineState, event: ev.Open) -> tuple[MachineState, Effects]:
     _check(state, event, id_problem(session_id, "session id"))
     _check(state, event, time_problem(event.now, "now"))
     _check_residency(state, event, event.residency, event.persistent)
-    state = attrs.evolve(state, writer=event.writer)
+    state = evolve(state, writer=event.writer)
     if not event.persistent:
         session, report = _build(
             _fresh_session(session_id, event.policy), event.policy, event.now, event.residency
@@ -345,15 +360,15 @@ def _restore(state: MachineState, event: ev.Restore) -> tuple[MachineState, Effe
     if not session.session_id:
         if not event.fresh_id:
             raise _refuse(state, event, "the state has no session id and no fresh_id was given")
-        session = attrs.evolve(session, session_id=event.fresh_id)
+        session = evolve(session, session_id=event.fresh_id)
     _check(state, event, id_problem(session.session_id, "session id"))
     if session.head_revision is None and session.saved_nodes:
         # Nothing of a never-committed state is stored, whatever it claims.
-        session = attrs.evolve(session, saved_nodes=0, dirty=True)
+        session = evolve(session, saved_nodes=0, dirty=True)
     for node in session.graph.since(session.saved_nodes):
         # What the next commit writes must be storable (rule 5).
         _check(state, event, node_problem(node))
-    state = attrs.evolve(state, writer=event.writer)
+    state = evolve(state, writer=event.writer)
     built, report = _build(session, event.policy, event.now, event.residency)
     return _activate(
         state, built, report, residency=event.residency, persistent=event.persistent, fresh=False
@@ -383,10 +398,10 @@ def _resume(state: MachineState, event: ev.Resume) -> tuple[MachineState, Effect
         expect_stored=parked.head_revision is not None,
         warm=warm.session if usable and warm is not None else None,
     )
-    state = attrs.evolve(state, writer=event.writer)
+    state = evolve(state, writer=event.writer)
     if context.warm is not None:
         state, request_id = _request(state, lambda rid: Pending(rid, Purpose.STAMP))
-        state = attrs.evolve(state, phase=Phase.OPENING, opening=context)
+        state = evolve(state, phase=Phase.OPENING, opening=context)
         return state, [fx.ReadStamp(request_id, parked.session_id)]
     return _load(state, context, Purpose.OPEN, _scope(residency))
 
@@ -394,7 +409,7 @@ def _resume(state: MachineState, event: ev.Resume) -> tuple[MachineState, Effect
 def _close_parked(state: MachineState, event: ev.Close) -> tuple[MachineState, Effects]:
     assert state.parked is not None
     session_id = state.parked.session_id
-    return attrs.evolve(state, phase=Phase.CLOSED, parked=None), [fx.ReplyClosed(session_id)]
+    return evolve(state, phase=Phase.CLOSED, parked=None), [fx.ReplyClosed(session_id)]
 
 
 def _park_parked(state: MachineState, event: ev.Park) -> tuple[MachineState, Effects]:
@@ -443,7 +458,7 @@ def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[Machine
     ):
         # The stored path is broken: heal against the full graph, then trim.
         return _load(state, context, Purpose.OPEN_FULL, FullGraph())
-    back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
+    back = evolve(state, phase=context.return_to, opening=None, parked=context.parked)
     if read is None and context.expect_stored:
         # The handle was committed: its session was deleted, or this is
         # another store. Never start it afresh under the handle's id.
@@ -465,14 +480,14 @@ def _stamp_read(state: MachineState, event: ev.StampRead) -> tuple[MachineState,
     context = state.opening
     assert context is not None and context.warm is not None
     warm = context.warm
-    context = attrs.evolve(context, warm=None)
+    context = evolve(context, warm=None)
     if event.stamp is None or event.stamp != warm.stamp:
         return _load(state, context, Purpose.OPEN, _scope(context.residency))
-    state = attrs.evolve(state, opening=context)
+    state = evolve(state, opening=context)
     try:
         session, report = _build(warm, context.policy, context.now, context.residency)
     except ModelSpecMissing as error:
-        back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
+        back = evolve(state, phase=context.return_to, opening=None, parked=context.parked)
         return back, [_failed("open", error)]
     return _activate(
         state, session, report, residency=context.residency, persistent=True, fresh=False
@@ -483,7 +498,7 @@ def _opening_failed(state: MachineState, event: ev.EffectFailed) -> tuple[Machin
     state, _ = _take(state, event, frozenset({Purpose.OPEN, Purpose.OPEN_FULL, Purpose.STAMP}))
     context = state.opening
     assert context is not None
-    back = attrs.evolve(state, phase=context.return_to, opening=None, parked=context.parked)
+    back = evolve(state, phase=context.return_to, opening=None, parked=context.parked)
     return back, [fx.ReplyFailed("open", event.error, event.message, event.detail)]
 
 
@@ -496,22 +511,26 @@ def _append(state: MachineState, event: ev.Append) -> tuple[MachineState, Effect
     if not event.nodes:
         raise _refuse(state, event, "nothing to append")
     graph = session.graph
+    added: list[SessionNode] = []
+    ids: set[str] = set()
     for node in event.nodes:
         _check(state, event, node_problem(node))
         if not isinstance(node.kind, NodeKind):
-            node = attrs.evolve(node, kind=NodeKind(node.kind))  # noqa: PLW2901
-        if node.node_id in graph:
+            node = evolve(node, kind=NodeKind(node.kind))  # noqa: PLW2901
+        if node.node_id in graph or node.node_id in ids:
             raise _refuse(state, event, f"node id {node.node_id!r} is already in the session")
-        if node.parent_id is not None and node.parent_id not in graph:
+        parent = node.parent_id
+        if parent is not None and parent not in graph and parent not in ids:
             raise _refuse(
                 state,
                 event,
-                f"parent {node.parent_id!r} of node {node.node_id!r} is not a resident node",
+                f"parent {parent!r} of node {node.node_id!r} is not a resident node",
             )
-        graph = graph.append(node)
-    graph = graph.with_leaf(event.nodes[-1].node_id)
-    session = attrs.evolve(session, graph=graph, dirty=True)
-    return _with_session(state, session), [_updated(session)]
+        added.append(node)
+        ids.add(node.node_id)
+    graph = graph.extended(added, added[-1].node_id)
+    session = evolve(session, graph=graph, dirty=True)
+    return evolve(state, session=session), [_updated(session)]
 
 
 def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, Effects]:
@@ -520,7 +539,7 @@ def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, E
     if event.node_id in session.graph:
         if session.graph.leaf_id == event.node_id:
             return state, [_updated(session)]
-        session = attrs.evolve(
+        session = evolve(
             session, graph=session.graph.with_leaf(event.node_id), dirty=True, branched=True
         )
         return _with_session(state, session), [_updated(session)]
@@ -553,7 +572,7 @@ def _branch_loaded(
     stored = list(nodes[: session.saved_nodes])
     stored += [node for node in read.nodes if node.node_id not in session.graph]
     graph = SessionGraph.from_nodes(stored + list(nodes[session.saved_nodes :]), target)
-    session = attrs.evolve(session, dirty=True, branched=True)
+    session = evolve(session, dirty=True, branched=True)
     session, report = _settle_graph(session, graph, len(stored), Residency.KEEP_ALL)
     out: Effects = []
     if not report.is_clean:
@@ -574,7 +593,7 @@ def _pin(state: MachineState, event: ev.Pin | ev.Unpin) -> tuple[MachineState, E
     # Not resident under ACTIVE_PATH_ONLY: the store checks the node at commit.
     pinned = isinstance(event, ev.Pin)
     changes = tuple(c for c in session.pin_changes if c[0] != event.node_id)
-    session = attrs.evolve(session, pin_changes=(*changes, (event.node_id, pinned)), dirty=True)
+    session = evolve(session, pin_changes=(*changes, (event.node_id, pinned)), dirty=True)
     return _with_session(state, session), [_updated(session)]
 
 
@@ -620,7 +639,7 @@ def _apply_tool_state(
             f"the session is at generation {current}",
         )
     snapshot = ToolSnapshot(current + 1, event.data)
-    session = attrs.evolve(session, tool_snapshot=snapshot, dirty=True)
+    session = evolve(session, tool_snapshot=snapshot, dirty=True)
     return _with_session(state, session), [_updated(session)]
 
 
@@ -631,16 +650,14 @@ def _record_plugin_state(
     _check_settled(state, event)
     _check(state, event, json_problem(event.data, "data"))
     revision = session.plugin_snapshot.revision + 1 if session.plugin_snapshot else 1
-    session = attrs.evolve(
-        session, plugin_snapshot=PluginSnapshot(revision, event.data), dirty=True
-    )
+    session = evolve(session, plugin_snapshot=PluginSnapshot(revision, event.data), dirty=True)
     return _with_session(state, session), [_updated(session)]
 
 
 def _set_checkpoint(state: MachineState, event: ev.SetCheckpoint) -> tuple[MachineState, Effects]:
     _check_settled(state, event)
     _check(state, event, json_problem(event.data, "data"))
-    session = attrs.evolve(_session(state), host_checkpoint=event.data, dirty=True)
+    session = evolve(_session(state), host_checkpoint=event.data, dirty=True)
     return _with_session(state, session), [_updated(session)]
 
 
@@ -666,7 +683,7 @@ def _intent_recorded(state: MachineState, event: ev.IntentRecorded) -> tuple[Mac
     attachment_id = pending.subject
     assert attachment_id is not None
     if attachment_id not in session.pending_attachments:
-        session = attrs.evolve(
+        session = evolve(
             session,
             pending_attachments=(*session.pending_attachments, attachment_id),
             dirty=True,
@@ -824,7 +841,7 @@ def _drop_resident(
         saved = session.saved_nodes - sum(
             1 for p in positions if p is not None and p < session.saved_nodes
         )
-        session = attrs.evolve(
+        session = evolve(
             session,
             graph=session.graph.without(gone),
             saved_nodes=saved,
@@ -861,8 +878,12 @@ def _commit(
         leaf_id=session.graph.leaf_id,
         appended=session.graph.since(session.saved_nodes),
         reparented=session.repairs,
-        pinned=tuple(node_id for node_id, pinned in session.pin_changes if pinned),
-        unpinned=tuple(node_id for node_id, pinned in session.pin_changes if not pinned),
+        pinned=tuple(node_id for node_id, pinned in session.pin_changes if pinned)
+        if session.pin_changes
+        else (),
+        unpinned=tuple(node_id for node_id, pinned in session.pin_changes if not pinned)
+        if session.pin_changes
+        else (),
     )
     commit_id = session.in_doubt
     if commit_id is None and state.writer:
@@ -881,9 +902,11 @@ def _commit(
         commit_id=commit_id,
     )
     state, request_id = _request(
-        state, lambda rid: Pending(rid, purpose, subject=commit_id, retried=retried)
+        state,
+        lambda rid: Pending(rid, purpose, subject=commit_id, retried=retried),
+        phase=Phase.COMMITTING,
     )
-    return attrs.evolve(state, phase=Phase.COMMITTING), [fx.Commit(request_id, commit)]
+    return state, [fx.Commit(request_id, commit)]
 
 
 def _save(state: MachineState, event: ev.Save) -> tuple[MachineState, Effects]:
@@ -911,7 +934,7 @@ def _enter_parked(
         fx.EmitLifecycle(fx.SessionParked(parked)),
         fx.ReplyParked(parked, session),
     ]
-    new = attrs.evolve(
+    new = evolve(
         state,
         phase=Phase.PARKED,
         session=None,
@@ -922,7 +945,7 @@ def _enter_parked(
 
 
 def _committed(state: MachineState, event: ev.Committed) -> tuple[MachineState, Effects]:
-    state, pending = _take(state, event, COMMITS)
+    pending, outstanding = _claim(state, event, COMMITS)
     session = _session(state)
     graph = session.graph
     if state.residency is Residency.ACTIVE_PATH_ONLY and session.branched:
@@ -931,7 +954,7 @@ def _committed(state: MachineState, event: ev.Committed) -> tuple[MachineState, 
         path = graph.active_path()
         if len(path) != len(graph):
             graph = SessionGraph.from_nodes(path, graph.leaf_id)
-    session = attrs.evolve(
+    session = evolve(
         session,
         graph=graph,
         head_revision=event.head_revision,
@@ -948,7 +971,7 @@ def _committed(state: MachineState, event: ev.Committed) -> tuple[MachineState, 
     saved: Effects = [fx.EmitLifecycle(fx.SessionSaved(session.session_id, event.head_revision))]
     if pending.purpose is Purpose.COMMIT_PARK:
         return _enter_parked(state, session, event.head_revision, saved)
-    new = attrs.evolve(state, phase=Phase.ACTIVE, session=session)
+    new = evolve(state, phase=Phase.ACTIVE, session=session, outstanding=outstanding)
     return new, [*saved, fx.ReplySaved(event.head_revision)]
 
 
@@ -964,7 +987,7 @@ def _commit_conflicted(
     conflict = fx.CommitConflict(session.session_id, session.head_revision, event.stored_head)
     error = HeadRevisionConflict(session.session_id, session.head_revision, event.stored_head)
     reply = _failed(_operation(pending.purpose), error)
-    return attrs.evolve(state, phase=Phase.ACTIVE), [fx.EmitLifecycle(conflict), reply]
+    return evolve(state, phase=Phase.ACTIVE), [fx.EmitLifecycle(conflict), reply]
 
 
 def _active_failed(state: MachineState, event: ev.EffectFailed) -> tuple[MachineState, Effects]:
@@ -973,9 +996,9 @@ def _active_failed(state: MachineState, event: ev.EffectFailed) -> tuple[Machine
     held in doubt (rule 6)."""
     state, pending = _take(state, event, frozenset(Purpose) - {Purpose.OPEN, Purpose.OPEN_FULL})
     if pending.purpose in COMMITS:
-        state = attrs.evolve(state, phase=Phase.ACTIVE)
+        state = evolve(state, phase=Phase.ACTIVE)
         if event.error is ErrorCode.COMMIT_OUTCOME_UNKNOWN and pending.subject is not None:
-            session = attrs.evolve(_session(state), in_doubt=pending.subject)
+            session = evolve(_session(state), in_doubt=pending.subject)
             state = _with_session(state, session)
             if not pending.retried:
                 return _commit(state, pending.purpose, retried=True)
@@ -1004,9 +1027,7 @@ def _close(state: MachineState, event: ev.Close) -> tuple[MachineState, Effects]
             event,
             "the session has uncommitted changes: save, park, or close with discard=True",
         )
-    new = attrs.evolve(
-        state, phase=Phase.CLOSED, session=None, outstanding=type(state.outstanding)()
-    )
+    new = evolve(state, phase=Phase.CLOSED, session=None, outstanding=type(state.outstanding)())
     return new, [
         fx.UnregisterPluginSession(session.session_id),
         fx.EmitLifecycle(

@@ -12,6 +12,7 @@ import pytest
 CORE = [
     "model",
     "content",
+    "_records",
     "graph",
     "persisted",
     "state",
