@@ -106,10 +106,14 @@ def serve_store(store: SessionStore, reader: LineReader, writer: LineWriter) -> 
     that names no ``request_id`` (not JSON, nested deeper than the parser
     goes, or without the field) raises
     :class:`~lash_machine.errors.WireError`, since its sender can no longer
-    be answered in order.
+    be answered in order. A last line without its newline is a request
+    its sender did not finish writing: it is not run (the sender counts it
+    as never sent), and the loop ends as at the end of the stream.
     """
     answered = 0
     for line in iter(reader.readline, b""):
+        if not line.endswith(b"\n"):
+            break
         if not line.strip():
             continue
         writer.write(_answer(store, line).encode() + b"\n")
@@ -155,9 +159,11 @@ class RemoteStore:
         self._sent = False
         if self._broken is not None:
             raise ConnectionError(f"the connection to the store is broken: {self._broken}")
-        self._sent = True  # from here on, the store may have the request
         self._writer.write(line)
         self._writer.flush()
+        # From here on the store may have the request. A write that failed
+        # left it without a whole line, which the serving side never runs.
+        self._sent = True
         answer = self._reader.readline()
         if not answer:
             raise ConnectionError("the store process closed the connection")

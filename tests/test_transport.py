@@ -183,6 +183,39 @@ def test_remote_store_refuses_an_answer_to_another_request() -> None:
     assert isinstance(later, ev.EffectFailed) and "broken" in later.message
 
 
+class _BrokenWriter(io.BytesIO):
+    """A pipe whose reader died: every flush fails as the OS fails it."""
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_commit_that_could_not_be_written_is_not_in_doubt() -> None:
+    # The request never left whole, so the store cannot have applied it: a
+    # transport error the caller may retry, not CommitOutcomeUnknown.
+    remote = RemoteStore(io.BytesIO(), _BrokenWriter())
+    outcome = remote(fx.Commit(1, make_commit("s", None, [make_node("a", None, {})])))
+    assert isinstance(outcome.result, ev.EffectFailed)
+    assert outcome.result.error == "transport_error", outcome.result
+
+
+def test_a_commit_whose_answer_was_lost_is_in_doubt() -> None:
+    remote = RemoteStore(io.BytesIO(), io.BytesIO())  # written, then the stream ends
+    outcome = remote(fx.Commit(1, make_commit("s", None, [make_node("a", None, {})])))
+    assert isinstance(outcome.result, ev.EffectFailed)
+    assert outcome.result.error == "commit_outcome_unknown", outcome.result
+
+
+def test_serve_store_does_not_run_a_request_cut_short() -> None:
+    store = MemoryStore()
+    line = wire.dumps(fx.Commit(1, make_commit("s", None, [make_node("a", None, {})])))
+    out = io.BytesIO()
+    assert serve_store(store, io.BytesIO(line.encode()), out) == 0  # no newline: unfinished
+    assert out.getvalue() == b"" and store.load_node("s", "a") is None
+    assert serve_store(store, io.BytesIO(line.encode() + b"\n"), out) == 1
+    assert store.load_node("s", "a") is not None
+
+
 # ---- one bad message never stops the store process -------------------------------------
 
 
