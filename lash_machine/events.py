@@ -25,6 +25,7 @@ __all__ = [
     "Command",
     "CommitConflicted",
     "Committed",
+    "Compact",
     "EffectFailed",
     "Event",
     "Fork",
@@ -48,6 +49,7 @@ __all__ = [
     "Tombstone",
     "TombstoneOrphans",
     "Tombstoned",
+    "Uncompact",
     "Unpin",
 ]
 
@@ -197,6 +199,41 @@ class Fork:
 
 
 @attrs.frozen
+class Compact:
+    """Replace the active path up to ``through`` by a summary.
+
+    A new root node ``node_id`` of kind ``SUMMARY`` is made, with the body
+    ``{"summary": summary, "through": through, "kept": K}``, and the node
+    ``K`` that followed ``through`` on the active path is re-parented under
+    it: the active path becomes the summary, then the kept tail. When
+    ``through`` is the leaf, nothing is kept (``"kept": null``) and the
+    summary becomes the leaf. The replaced nodes stay in the store, off the
+    active path: ``through`` is pinned, so prune and tombstoning keep it and
+    its ancestors. The next commit writes it all at once (or, on a
+    conflict, none of it). See :class:`Uncompact` for the way back.
+    """
+
+    through: str
+    summary: JSON
+    node_id: str
+    now: float
+
+
+@attrs.frozen
+class Uncompact:
+    """Undo a :class:`Compact`: every resident child of the summary
+    ``summary_id`` is re-parented back under the node the summary replaced
+    (its ``through``), a summary leaf gives the leaf back to it, and the
+    compaction's pin is taken back. Under ``ACTIVE_PATH_ONLY`` the replaced
+    path is loaded first; the summary, and the kept node when the leaf
+    lies under it, must be resident (branch to the tail first). The
+    summary node itself stays, a root off the active path.
+    """
+
+    summary_id: str
+
+
+@attrs.frozen
 class ApplyToolState:
     """A tool-surface delta: accepted only on top of ``base_generation``,
     after which the generation is one higher."""
@@ -333,6 +370,8 @@ Command: TypeAlias = (
     | Pin
     | Unpin
     | Fork
+    | Compact
+    | Uncompact
     | ApplyToolState
     | RecordPluginState
     | SetCheckpoint

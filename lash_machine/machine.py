@@ -32,6 +32,7 @@ import immutables
 from . import effects as fx
 from . import events as ev
 from ._records import evolve
+from .compaction import Summary, read_summary, summary_body
 from .content import id_problem, json_problem, node_problem, time_problem
 from .errors import (
     CommitOutcomeUnknown,
@@ -234,7 +235,7 @@ def _settle_graph(
     cut = {repair.node_id for repair in report.parents_cut}
     repairs = dict((r.node_id, r) for r in session.repairs)
     for node in healed:
-        if node.node_id in cut and node.node_id in saved_ids:
+        if node.node_id in cut and (node.node_id in saved_ids or node.node_id in repairs):
             repairs[node.node_id] = Reparent(node.node_id, None)
     resident_repairs = tuple(r for r in repairs.values() if r.node_id in healed)
     session = evolve(
@@ -368,6 +369,14 @@ def _restore(state: MachineState, event: ev.Restore) -> tuple[MachineState, Effe
     for node in session.graph.since(session.saved_nodes):
         # What the next commit writes must be storable (rule 5).
         _check(state, event, node_problem(node))
+    for repair in session.repairs:
+        # The parents a commit rewrites are those memory holds (rule 4).
+        node = session.graph.get(repair.node_id)
+        if node is None or node.parent_id != repair.parent_id:
+            held = "no such node" if node is None else f"its parent is {node.parent_id!r}"
+            raise _refuse(
+                state, event, f"the state's repair {repair} disagrees with its graph: {held}"
+            )
     state = evolve(state, writer=event.writer)
     built, report = _build(session, event.policy, event.now, event.residency)
     return _activate(
@@ -552,33 +561,59 @@ def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, E
 def _branch_loaded(
     state: MachineState, pending: Pending, read: StoredSession | None
 ) -> tuple[MachineState, Effects]:
-    session = _session(state)
     target = pending.subject
     assert target is not None
+    merged = _merge_path(state, pending, read, target, command="BranchTo", full=Purpose.BRANCH_FULL)
+    if isinstance(merged, tuple):
+        return merged
+    session, out = _merged(_session(state), merged, target)
+    return _with_session(state, session), [*out, _updated(session)]
+
+
+def _merge_path(
+    state: MachineState,
+    pending: Pending,
+    read: StoredSession | None,
+    target: str,
+    *,
+    command: str,
+    full: Purpose,
+) -> StoredSession | tuple[MachineState, Effects]:
+    """The read of ``target``'s stored path, to merge with :func:`_merged`;
+    or what to do instead: fail when the node is not in the store, or read
+    the full graph (purpose ``full``) when the stored path is broken (a
+    loop, a missing parent), so that healing cuts it as an open does,
+    whatever the residency."""
+    session = _session(state)
     loaded = {} if read is None else {node.node_id: node for node in read.nodes}
     if target not in loaded:
-        missing = InvalidEvent(state.phase.value, "BranchTo", f"no node {target!r} in the session")
-        return state, [_failed("branch", missing)]
+        missing = InvalidEvent(state.phase.value, command, f"no node {target!r} in the session")
+        return state, [_failed(_operation(pending.purpose), missing)]
     assert read is not None
-    if pending.purpose is Purpose.BRANCH and not _path_resolves(read, target):
-        # The stored path is broken (a loop, a missing parent): heal against
-        # the full graph, as an open does, so the cut is the one healing the
-        # whole graph makes, whatever the residency.
-        state, request_id = _request(state, lambda rid: Pending(rid, Purpose.BRANCH_FULL, target))
+    if pending.purpose is not full and not _path_resolves(read, target):
+        state, request_id = _request(
+            state, lambda rid: Pending(rid, full, pending.subject, pending.node_ids)
+        )
         return state, [fx.LoadGraph(request_id, session.session_id, FullGraph())]
-    # Keep everything resident (unsaved nodes may hang off the old branch)
-    # and add the loaded path (or graph) to the stored prefix.
+    return read
+
+
+def _merged(
+    session: SessionState, read: StoredSession, leaf_id: str | None
+) -> tuple[SessionState, Effects]:
+    """The session with the nodes of ``read`` it lacks added to its stored
+    prefix (everything resident stays: unsaved nodes may hang off the old
+    branch), healed, with ``leaf_id`` as its leaf."""
     nodes = session.graph.nodes
     stored = list(nodes[: session.saved_nodes])
     stored += [node for node in read.nodes if node.node_id not in session.graph]
-    graph = SessionGraph.from_nodes(stored + list(nodes[session.saved_nodes :]), target)
+    graph = SessionGraph.from_nodes(stored + list(nodes[session.saved_nodes :]), leaf_id)
     session = evolve(session, dirty=True, branched=True)
     session, report = _settle_graph(session, graph, len(stored), Residency.KEEP_ALL)
     out: Effects = []
     if not report.is_clean:
         out.append(fx.EmitLifecycle(fx.SessionHealed(session.session_id, report)))
-    out.append(_updated(session))
-    return _with_session(state, session), out
+    return session, out
 
 
 def _pin(state: MachineState, event: ev.Pin | ev.Unpin) -> tuple[MachineState, Effects]:
@@ -591,9 +626,8 @@ def _pin(state: MachineState, event: ev.Pin | ev.Unpin) -> tuple[MachineState, E
     if not known and state.residency is Residency.KEEP_ALL:
         raise _refuse(state, event, f"no node {event.node_id!r} in the session")
     # Not resident under ACTIVE_PATH_ONLY: the store checks the node at commit.
-    pinned = isinstance(event, ev.Pin)
-    changes = tuple(c for c in session.pin_changes if c[0] != event.node_id)
-    session = evolve(session, pin_changes=(*changes, (event.node_id, pinned)), dirty=True)
+    changes = _pin_change(session, event.node_id, isinstance(event, ev.Pin))
+    session = evolve(session, pin_changes=changes, dirty=True)
     return _with_session(state, session), [_updated(session)]
 
 
@@ -622,6 +656,134 @@ def _forked(state: MachineState, event: ev.Forked) -> tuple[MachineState, Effect
     policy = _session(state).policy
     parked = ParkedSession(pending.subject, policy, event.head_revision, state.residency)
     return state, [fx.ReplyForked(parked)]
+
+
+# ---- active: compaction (the layout: see compaction.py) -------------------------------
+
+
+def _compact(state: MachineState, event: ev.Compact) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    _check_settled(state, event)
+    _check(state, event, id_problem(event.through, "through"))
+    _check(state, event, time_problem(event.now, "now"))
+    _check(state, event, json_problem(event.summary, "summary"))
+    graph = session.graph
+    path = graph.active_path()
+    at = next((i for i, node in enumerate(path) if node.node_id == event.through), None)
+    if at is None:
+        raise _refuse(state, event, f"node {event.through!r} is not on the active path")
+    kept = path[at + 1] if at + 1 < len(path) else None
+    summary = SessionNode(
+        node_id=event.node_id,
+        parent_id=None,
+        kind=NodeKind.SUMMARY,
+        body=summary_body(event.summary, event.through, None if kept is None else kept.node_id),
+        frame_id=session.current_frame_id or None,
+        created_at=event.now,
+    )
+    _check(state, event, node_problem(summary))
+    if event.node_id in graph:
+        raise _refuse(state, event, f"node id {event.node_id!r} is taken")
+    graph = graph.append(summary)
+    changes: dict[str, Any] = {}
+    if kept is None:
+        graph = graph.with_leaf(summary.node_id)
+    else:
+        graph, changes["repairs"] = _moved(session, graph, kept.node_id, summary.node_id)
+    if state.persistent:
+        changes["pin_changes"] = _pin_change(session, event.through, True)
+    session = evolve(session, graph=graph, dirty=True, branched=True, **changes)
+    return _with_session(state, session), [_updated(session)]
+
+
+def _uncompact(state: MachineState, event: ev.Uncompact) -> tuple[MachineState, Effects]:
+    session = _session(state)
+    _check_settled(state, event)
+    _check(state, event, id_problem(event.summary_id, "summary id"))
+    summary = _summary(state, event, session, event.summary_id)
+    if summary.through in session.graph:
+        return _restore_compacted(state, session, summary)
+    if not (state.persistent and state.residency is Residency.ACTIVE_PATH_ONLY):
+        raise _refuse(
+            state,
+            event,
+            f"node {summary.through!r}, which summary {summary.node_id!r} replaced, is not in the"
+            " session",
+        )
+    state, request_id = _request(
+        state, lambda rid: Pending(rid, Purpose.UNCOMPACT, summary.node_id, (summary.through,))
+    )
+    return state, [fx.LoadGraph(request_id, session.session_id, ActivePath(summary.through))]
+
+
+def _summary(state: MachineState, event: object, session: SessionState, summary_id: str) -> Summary:
+    """The resident summary node ``summary_id``, or the refusal."""
+    node = session.graph.get(summary_id)
+    if node is None:
+        where = "in the session"
+        if state.residency is Residency.ACTIVE_PATH_ONLY:
+            where = "resident: branch to its tail first"
+        raise _refuse(state, event, f"summary {summary_id!r} is not {where}")
+    summary = read_summary(node)
+    if summary is None:
+        raise _refuse(state, event, f"node {summary_id!r} is not a summary made by a compaction")
+    return summary
+
+
+def _uncompact_loaded(
+    state: MachineState, pending: Pending, read: StoredSession | None
+) -> tuple[MachineState, Effects]:
+    (through,) = pending.node_ids
+    merged = _merge_path(
+        state, pending, read, through, command="Uncompact", full=Purpose.UNCOMPACT_FULL
+    )
+    if isinstance(merged, tuple):
+        return merged
+    session, out = _merged(_session(state), merged, _session(state).graph.leaf_id)
+    summary = None if pending.subject is None else session.graph.get(pending.subject)
+    found = None if summary is None else read_summary(summary)
+    if found is None or through not in session.graph:
+        gone = InvalidEvent(
+            state.phase.value, "Uncompact", f"summary {pending.subject!r} was healed away"
+        )
+        return state, [*out, _failed("uncompact", gone)]
+    state, restored = _restore_compacted(state, session, found)
+    return state, [*out, *restored]
+
+
+def _restore_compacted(
+    state: MachineState, session: SessionState, summary: Summary
+) -> tuple[MachineState, Effects]:
+    """Hang the summary's resident children back under ``through``."""
+    graph = session.graph
+    repairs = session.repairs
+    for child in [node.node_id for node in graph if node.parent_id == summary.node_id]:
+        graph, repairs = _moved(evolve(session, repairs=repairs), graph, child, summary.through)
+    if graph.leaf_id == summary.node_id:
+        graph = graph.with_leaf(summary.through)
+    changes: dict[str, Any] = {"repairs": repairs}
+    if state.persistent:
+        changes["pin_changes"] = _pin_change(session, summary.through, False)
+    session = evolve(session, graph=graph, dirty=True, branched=True, **changes)
+    return _with_session(state, session), [_updated(session)]
+
+
+def _moved(
+    session: SessionState, graph: SessionGraph, node_id: str, parent_id: str
+) -> tuple[SessionGraph, tuple[Reparent, ...]]:
+    """``graph`` with one node re-parented, and the repairs the next commit
+    writes (a stored node's new parent; an unsaved node is written whole)."""
+    repairs = tuple(r for r in session.repairs if r.node_id != node_id)
+    position = graph.position(node_id)
+    assert position is not None
+    if position < session.saved_nodes:
+        repairs = (*repairs, Reparent(node_id, parent_id))
+    return graph.with_parent(node_id, parent_id), repairs
+
+
+def _pin_change(session: SessionState, node_id: str, pinned: bool) -> tuple[tuple[str, bool], ...]:
+    changes = tuple(c for c in session.pin_changes if c[0] != node_id)
+    return (*changes, (node_id, pinned))
 
 
 def _apply_tool_state(
@@ -737,7 +899,14 @@ def _graph_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineSt
         state,
         event,
         frozenset(
-            {Purpose.LIST_ORPHANS, Purpose.BRANCH, Purpose.BRANCH_FULL, Purpose.TOMBSTONE_ORPHANS}
+            {
+                Purpose.LIST_ORPHANS,
+                Purpose.BRANCH,
+                Purpose.BRANCH_FULL,
+                Purpose.UNCOMPACT,
+                Purpose.UNCOMPACT_FULL,
+                Purpose.TOMBSTONE_ORPHANS,
+            }
         ),
     )
     session = _session(state)
@@ -745,6 +914,8 @@ def _graph_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[MachineSt
         raise _refuse(state, event, f"loaded session {event.session.session_id!r}")
     if pending.purpose in (Purpose.BRANCH, Purpose.BRANCH_FULL):
         return _branch_loaded(new, pending, event.session)
+    if pending.purpose in (Purpose.UNCOMPACT, Purpose.UNCOMPACT_FULL):
+        return _uncompact_loaded(new, pending, event.session)
     if pending.purpose is Purpose.TOMBSTONE_ORPHANS:
         return _orphans_to_tombstone(new, event.session)
     return new, [fx.ReplyOrphans(_orphans(session, event.session))]
@@ -976,7 +1147,16 @@ def _committed(state: MachineState, event: ev.Committed) -> tuple[MachineState, 
 
 
 def _operation(purpose: Purpose) -> str:
-    return {Purpose.COMMIT_SAVE: "save", Purpose.COMMIT_PARK: "park"}.get(purpose, purpose.value)
+    return _OPERATIONS.get(purpose, purpose.value)
+
+
+#: The operation a failed request reports, where it is not the purpose's name.
+_OPERATIONS = {
+    Purpose.COMMIT_SAVE: "save",
+    Purpose.COMMIT_PARK: "park",
+    Purpose.BRANCH_FULL: "branch",
+    Purpose.UNCOMPACT_FULL: "uncompact",
+}
 
 
 def _commit_conflicted(
@@ -1068,6 +1248,8 @@ TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
     (ACTIVE, ev.Pin): (_pin, frozenset({ACTIVE})),
     (ACTIVE, ev.Unpin): (_pin, frozenset({ACTIVE})),
     (ACTIVE, ev.Fork): (_fork, frozenset({ACTIVE})),
+    (ACTIVE, ev.Compact): (_compact, frozenset({ACTIVE})),
+    (ACTIVE, ev.Uncompact): (_uncompact, frozenset({ACTIVE})),
     (ACTIVE, ev.Forked): (_forked, frozenset({ACTIVE})),
     (ACTIVE, ev.Save): (_save, frozenset({ACTIVE, COMMITTING})),
     (ACTIVE, ev.Park): (_park, frozenset({COMMITTING, PARKED})),

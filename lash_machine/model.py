@@ -87,6 +87,9 @@ class NodeKind(enum.StrEnum):
     MESSAGE = "message"
     EVENT = "event"
     PLUGIN = "plugin"
+    #: Stands for the start of the active path that a compaction replaced
+    #: (see :class:`~lash_machine.events.Compact`).
+    SUMMARY = "summary"
 
 
 @attrs.frozen

@@ -57,11 +57,23 @@ class Purpose(enum.StrEnum):
     TOMBSTONE_ORPHANS = "tombstone_orphans"
     INTENT = "intent"
     FORK = "fork"
+    UNCOMPACT = "uncompact"
+    UNCOMPACT_FULL = "uncompact_full"
     STAMP = "stamp"
 
 
 #: Requests whose results change the session (a save must not race them).
-MUTATING = frozenset({Purpose.BRANCH, Purpose.TOMBSTONE, Purpose.TOMBSTONE_ORPHANS, Purpose.INTENT})
+MUTATING = frozenset(
+    {
+        Purpose.BRANCH,
+        Purpose.BRANCH_FULL,
+        Purpose.UNCOMPACT,
+        Purpose.UNCOMPACT_FULL,
+        Purpose.TOMBSTONE,
+        Purpose.TOMBSTONE_ORPHANS,
+        Purpose.INTENT,
+    }
+)
 #: The requests of a commit.
 COMMITS = frozenset({Purpose.COMMIT_SAVE, Purpose.COMMIT_PARK})
 

@@ -13,6 +13,7 @@ CORE = [
     "model",
     "content",
     "_records",
+    "compaction",
     "graph",
     "persisted",
     "state",

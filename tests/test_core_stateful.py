@@ -28,6 +28,7 @@ from lash_machine import (
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
+from lash_machine.compaction import read_summary
 from lash_machine.drivers.store_effects import carry_out
 from lash_machine.persisted import FullGraph, GraphDelta, SessionCommit
 from lash_machine.stores.memory import MemoryStore
@@ -108,6 +109,15 @@ class Lifecycle(RuleBasedStateMachine):
                 assert effect.request_id in state.outstanding, (
                     f"{effect} has no outstanding request"
                 )
+            if isinstance(effect, fx.Commit):
+                # Rule 4: a commit rewrites parents of resident nodes only,
+                # and each to the parent the resident node has.
+                assert state.session is not None
+                graph = state.session.graph
+                for repair in effect.commit.delta.reparented:
+                    node = graph.get(repair.node_id)
+                    assert node is not None, f"{repair} names a node that is not resident"
+                    assert node.parent_id == repair.parent_id, f"{repair} is not what memory holds"
 
     def fresh(self) -> str:
         self.counter += 1
@@ -177,6 +187,24 @@ class Lifecycle(RuleBasedStateMachine):
         reply = [e for e in self.last_effects if isinstance(e, fx.ReplyNode)]
         if reply and self.state.persistent and reply[0].node_id in self.acknowledged:
             assert reply[0].node is not None, "an acknowledged node could not be loaded"
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(data=st.data())
+    def compact(self, data: st.DataObject) -> None:
+        session = self.state.session
+        assert session is not None
+        path = [node.node_id for node in session.graph.active_path()]
+        through = data.draw(st.sampled_from([*path, "unknown"]))
+        self.feed(ev.Compact(through, {"through": through}, self.fresh(), 5.0))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(data=st.data())
+    def uncompact(self, data: st.DataObject) -> None:
+        session = self.state.session
+        assert session is not None
+        summaries = [n.node_id for n in session.graph if n.kind is NodeKind.SUMMARY]
+        choices = summaries + sorted(self.acknowledged) + ["unknown"]
+        self.feed(ev.Uncompact(data.draw(st.sampled_from(choices))))
 
     @precondition(lambda self: self.state.phase is Phase.ACTIVE)
     @rule()
@@ -255,6 +283,44 @@ class Lifecycle(RuleBasedStateMachine):
         path = session.graph.active_path()
         if session.graph.leaf_id is not None:
             assert path and path[-1].node_id == session.graph.leaf_id
+
+    @invariant()
+    def a_clean_session_is_what_is_stored(self) -> None:
+        """With nothing left to commit, the active path in memory is the
+        stored one, node for node (a compaction, a branch or a repair the
+        commit failed to write would show here)."""
+        session = self.state.session
+        if session is None or session.dirty or not self.state.persistent:
+            return
+        stored = self.store.load_graph(session.session_id, FullGraph())
+        if stored is None or stored.head_revision != session.head_revision:
+            return
+        by_id = {node.node_id: node for node in stored.nodes}
+        path: list[SessionNode] = []
+        current = stored.leaf_id
+        while current is not None and current in by_id and len(path) <= len(by_id):
+            path.append(by_id[current])
+            current = by_id[current].parent_id
+        assert tuple(reversed(path)) == session.graph.active_path()
+
+    @invariant()
+    def compacted_history_is_kept(self) -> None:
+        """What a committed summary on the stored active path replaced is
+        still stored and pinned, so nothing can prune it."""
+        stored = self.store.load_graph("s1", FullGraph())
+        if stored is None:
+            return
+        by_id = {node.node_id: node for node in stored.nodes}
+        current = stored.leaf_id
+        seen: set[str] = set()
+        while current is not None and current in by_id and current not in seen:
+            seen.add(current)
+            node = by_id[current]
+            summary = read_summary(node)
+            if summary is not None:
+                assert summary.through in by_id, f"{summary} lost what it replaced"
+                assert summary.through in stored.pinned, f"{summary} left it unpinned"
+            current = node.parent_id
 
     @invariant()
     def parked_handle_is_small(self) -> None:

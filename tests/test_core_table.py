@@ -50,6 +50,11 @@ VALID: dict[type, Prepare] = {
     ev.Unpin: lambda s: (s, ev.Unpin("c")),
     ev.Fork: lambda s: (s, ev.Fork("copy", 2.0, "b")),
     ev.Tombstone: lambda s: (s, ev.Tombstone(("c",))),
+    ev.Compact: lambda s: (s, ev.Compact("a", {"summary": "a"}, "sum", 2.0)),
+    ev.Uncompact: lambda s: (
+        run(s, ev.Compact("a", {"summary": "a"}, "sum", 2.0))[0],
+        ev.Uncompact("sum"),
+    ),
     ev.Save: lambda s: (s, ev.Save()),
     ev.Park: lambda s: (s, ev.Park()),
     ev.Close: lambda s: (s, ev.Close(discard=True)),

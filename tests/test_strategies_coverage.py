@@ -51,6 +51,7 @@ MESSAGES = [
     (strategies.session_states(), 20),
     (strategies.stored_sessions(10), 20),
     (strategies.commits(10), 20),
+    (strategies.warm_sessions(10), 20),
 ]
 
 

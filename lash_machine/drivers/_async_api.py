@@ -172,6 +172,29 @@ class AsyncSession(SessionFacts, abc.ABC):
         command = ev.Fork(new_session_id or self._core.new_id(), self._core.clock(), node_id)
         return _expect(await self._call(command), fx.ReplyForked).parked
 
+    # ---- compaction ------------------------------------------------------------------
+
+    async def compact(self, through: str, summary: JSON) -> SessionNode:
+        """Replace the active path up to ``through`` by a summary node whose
+        body holds ``summary`` (any JSON: the host's text, its token count);
+        return that node. The active path becomes the summary, then the
+        nodes after ``through``. Nothing is deleted: the replaced nodes stay
+        in the store, pinned, loadable with :meth:`load_node`, and
+        :meth:`uncompact` puts them back. The next commit writes the
+        compaction whole; a conflicting writer gets
+        :class:`~lash_machine.errors.HeadRevisionConflict`, never half of it."""
+        node_id = self._core.new_id()
+        await self._call(ev.Compact(through, summary, node_id, self._core.clock()))
+        node = self._core.active("Compact").graph.get(node_id)
+        assert node is not None
+        return node
+
+    async def uncompact(self, summary_id: str) -> None:
+        """Undo :meth:`compact`: the nodes after the summary hang under the
+        ones it replaced again, and the compaction's pin is taken back.
+        Under ``ACTIVE_PATH_ONLY`` the replaced path is loaded first."""
+        await self._call(ev.Uncompact(summary_id))
+
     # ---- queries and maintenance -------------------------------------------------------
 
     async def load_node(self, node_id: str) -> SessionNode | None:

@@ -398,6 +398,8 @@ def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
         ev.Pin: st.builds(ev.Pin, node_ids),
         ev.Unpin: st.builds(ev.Unpin, node_ids),
         ev.Fork: st.builds(ev.Fork, node_ids, times, st.none() | node_ids),
+        ev.Compact: st.builds(ev.Compact, node_ids, json_values, node_ids, times),
+        ev.Uncompact: st.builds(ev.Uncompact, node_ids),
         ev.Append: st.builds(ev.Append, st.lists(nodes(), min_size=1, max_size=4).map(tuple)),
         ev.BranchTo: st.builds(ev.BranchTo, node_ids),
         ev.Save: st.builds(ev.Save),
