@@ -371,9 +371,9 @@ def _restore(state: MachineState, event: ev.Restore) -> tuple[MachineState, Effe
         _check(state, event, node_problem(node))
     for repair in session.repairs:
         # The parents a commit rewrites are those memory holds (rule 4).
-        node = session.graph.get(repair.node_id)
-        if node is None or node.parent_id != repair.parent_id:
-            held = "no such node" if node is None else f"its parent is {node.parent_id!r}"
+        held_node = session.graph.get(repair.node_id)
+        if held_node is None or held_node.parent_id != repair.parent_id:
+            held = "no such node" if held_node is None else f"its parent is {held_node.parent_id!r}"
             raise _refuse(
                 state, event, f"the state's repair {repair} disagrees with its graph: {held}"
             )
