@@ -39,3 +39,21 @@ def test_transport_demo_runs_a_full_cycle_across_processes(tmp_path: Path) -> No
 def test_quickstart_snippets_run(name: str, tmp_path: Path) -> None:
     assert _run(name, tmp_path).split() == ["1", "1"]
     assert (tmp_path / "sessions.db").exists()
+
+
+def test_the_compacting_chat_keeps_its_context_short_and_its_history(tmp_path: Path) -> None:
+    out = _run("compacting_chat_asyncio.py", tmp_path).splitlines()
+    assert out == [
+        "messages sent to the model: 11",
+        "nodes in memory: 11",  # under ACTIVE_PATH_ONLY: the summary and the tail
+        "first message, from the store: {'role': 'user', 'content': 'Is it raining?'}",
+        "messages after undoing 6 compactions: 60",
+    ]
+    check = subprocess.run(
+        [sys.executable, "-m", "lash_machine", "--db", str(tmp_path / "compacting.db"), "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
