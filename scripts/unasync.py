@@ -21,7 +21,11 @@ SOURCE = ROOT / "lash_machine" / "drivers" / "_async_api.py"
 TARGET = ROOT / "lash_machine" / "drivers" / "_blocking_api.py"
 
 #: Names the blocking form spells differently.
-RENAMES = {"AsyncSession": "BlockingSession", "AsyncDriver": "BlockingDriver"}
+RENAMES = {
+    "AsyncSession": "BlockingSession",
+    "AsyncDriver": "BlockingDriver",
+    "AbstractAsyncContextManager": "AbstractContextManager",
+}
 
 HEADER = (
     "# Written by scripts/unasync.py from _async_api.py: edit that file, then run\n"

@@ -8,15 +8,16 @@ This file is the source of both forms: :class:`AsyncSession` and
 writes from this file by dropping ``async`` and ``await`` (a test fails
 when it is stale). Each session method builds one command, runs it through
 the session loop (:mod:`._loop`) with :meth:`AsyncSession._call`, and takes
-its value out of the reply; each driver module supplies ``_call`` (its
-lock, and how it runs a job) and nothing else of substance.
+its value out of the reply; each driver module supplies its lock and
+``_drive`` (how it runs the loop's jobs) and nothing else of substance.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Generic, TypeVar
 
 from .. import effects as fx
 from .. import events as ev
@@ -27,7 +28,7 @@ from ..state import SessionState
 from ..stores.leases import Lease
 from ._base import DriverBase, Start, new_id
 from ._facts import SessionFacts
-from ._loop import SessionLoop
+from ._loop import Job, SessionLoop
 
 __all__ = ["BlockingDriver", "BlockingSession"]
 
@@ -54,17 +55,24 @@ class BlockingSession(SessionFacts, abc.ABC):
     not fit the session's phase or content; nothing changed.
     """
 
-    def __init__(self, core: SessionLoop) -> None:
+    def __init__(self, core: SessionLoop, lock: AbstractContextManager[object]) -> None:
         self._core = core
+        self._lock = lock
 
     @abc.abstractmethod
+    def _drive(self, job: Job | None) -> Any:
+        """Carry out the session loop's jobs, from ``job`` on, the way this
+        driver runs store calls; return the loop's answer."""
+
     def _call(self, command: ev.Command, claim: str | None = None) -> fx.Reply:
         """Run ``command`` through the session loop (claiming the lease of
         the session ``claim`` first) and return its reply."""
+        with self._lock:
+            return self._drive(self._core.begin(command, claim))  # type: ignore[no-any-return]
 
-    @abc.abstractmethod
     def _renew(self) -> Lease:
-        """Renew the session's lease through the session loop."""
+        with self._lock:
+            return self._drive(self._core.begin_renewal())  # type: ignore[no-any-return]
 
     # ---- the lease --------------------------------------------------------------------
 

@@ -31,8 +31,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .. import effects as fx
-from .. import events as ev
-from ..stores.leases import Lease
 from ._async_api import AsyncDriver, AsyncSession
 from ._lifecycle import LifecycleStreamBase
 from ._loop import Job, SessionLoop
@@ -47,43 +45,33 @@ class Session(AsyncSession):
     """A session on an asyncio loop (see :class:`~._async_api.AsyncSession`)."""
 
     def __init__(self, core: SessionLoop) -> None:
-        super().__init__(core)
-        self._lock = asyncio.Lock()
+        super().__init__(core, asyncio.Lock())
 
-    async def _call(self, command: ev.Command, claim: str | None = None) -> fx.Reply:
-        async with self._lock:
-            return await _run(self._core, self._core.begin(command, claim))  # type: ignore[no-any-return]
-
-    async def _renew(self) -> Lease:
-        async with self._lock:
-            return await _run(self._core, self._core.begin_renewal())  # type: ignore[no-any-return]
-
-
-async def _run(core: SessionLoop, job: Job | None) -> Any:
-    loop = asyncio.get_running_loop()
-    cancelled: BaseException | None = None
-    while job is not None:
-        # Like asyncio.to_thread (context variables such as a tracing span
-        # follow the call), but a future that a write can outlast.
-        future = loop.run_in_executor(None, contextvars.copy_context().run, job.run)
-        if job.write or cancelled is not None:
-            while not future.done():
+    async def _drive(self, job: Job | None) -> Any:
+        loop = asyncio.get_running_loop()
+        cancelled: BaseException | None = None
+        while job is not None:
+            # Like asyncio.to_thread (context variables such as a tracing span
+            # follow the call), but a future that a write can outlast.
+            future = loop.run_in_executor(None, contextvars.copy_context().run, job.run)
+            if job.write or cancelled is not None:
+                while not future.done():
+                    try:
+                        await asyncio.wait([future])  # never cancels the future
+                    except asyncio.CancelledError as error:
+                        cancelled = cancelled or error
+                outcome = future.result()
+            else:
                 try:
-                    await asyncio.wait([future])  # never cancels the future
-                except asyncio.CancelledError as error:
-                    cancelled = cancelled or error
-            outcome = future.result()
-        else:
-            try:
-                outcome = await future
-            except BaseException as error:  # cancelled: the machine must not keep waiting
-                cancelled = error
-                job = core.abandon(job)
-                continue
-        job = core.done(job, outcome, stopping=cancelled is not None)
-    if cancelled is not None:
-        raise cancelled
-    return core.answer()
+                    outcome = await future
+                except BaseException as error:  # cancelled: the machine must not keep waiting
+                    cancelled = error
+                    job = self._core.abandon(job)
+                    continue
+            job = self._core.done(job, outcome, stopping=cancelled is not None)
+        if cancelled is not None:
+            raise cancelled
+        return self._core.answer()
 
 
 class LifecycleStream(LifecycleStreamBase):

@@ -27,9 +27,6 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .. import effects as fx
-from .. import events as ev
-from ..stores.leases import Lease
 from ._blocking_api import BlockingDriver, BlockingSession
 from ._loop import Job, SessionLoop
 
@@ -76,42 +73,32 @@ class Session(BlockingSession):
     serialized (a lock; do not call back into the same session from a hook)."""
 
     def __init__(self, core: SessionLoop) -> None:
-        super().__init__(core)
-        self._lock = threading.Lock()
+        super().__init__(core, threading.Lock())
 
-    def _call(self, command: ev.Command, claim: str | None = None) -> fx.Reply:
-        with self._lock:
-            return _run(self._core, self._core.begin(command, claim))  # type: ignore[no-any-return]
-
-    def _renew(self) -> Lease:
-        with self._lock:
-            return _run(self._core, self._core.begin_renewal())  # type: ignore[no-any-return]
-
-
-def _run(core: SessionLoop, job: Job | None) -> Any:
-    interrupted: BaseException | None = None
-    while job is not None:
-        if job.write or interrupted is not None:
-            following = None
+    def _drive(self, job: Job | None) -> Any:
+        core, interrupted = self._core, None
+        while job is not None:
+            if job.write or interrupted is not None:
+                following = None
+                try:
+                    with _signals_held():
+                        following = core.done(job, job.run(), stopping=interrupted is not None)
+                except BaseException as error:  # a signal's exception, now that the write is fed
+                    interrupted = interrupted or error
+                job = following
+                while interrupted is not None and job is not None and not job.write:
+                    job = core.abandon(job, "interrupted")  # start nothing new
+                continue
             try:
-                with _signals_held():
-                    following = core.done(job, job.run(), stopping=interrupted is not None)
-            except BaseException as error:  # a signal's exception, now that the write is fed
-                interrupted = interrupted or error
-            job = following
-            while interrupted is not None and job is not None and not job.write:
-                job = core.abandon(job, "interrupted")  # start nothing new
-            continue
-        try:
-            outcome = job.run()
-        except BaseException as error:  # interrupted: the machine must not keep waiting
-            interrupted = error
-            job = core.abandon(job, "interrupted")
-            continue
-        job = core.done(job, outcome)
-    if interrupted is not None:
-        raise interrupted
-    return core.answer()
+                outcome = job.run()
+            except BaseException as error:  # interrupted: the machine must not keep waiting
+                interrupted = error
+                job = core.abandon(job, "interrupted")
+                continue
+            job = core.done(job, outcome)
+        if interrupted is not None:
+            raise interrupted
+        return core.answer()
 
 
 class Driver(BlockingDriver[Session]):

@@ -26,8 +26,6 @@ from typing import Any, TypeVar
 import trio
 
 from .. import effects as fx
-from .. import events as ev
-from ..stores.leases import Lease
 from ._async_api import AsyncDriver, AsyncSession
 from ._lifecycle import LifecycleStreamBase
 from ._loop import Job, SessionLoop
@@ -42,34 +40,26 @@ class Session(AsyncSession):
     """A session in trio (see :class:`~._async_api.AsyncSession`)."""
 
     def __init__(self, core: SessionLoop) -> None:
-        super().__init__(core)
-        self._lock = trio.Lock()
+        super().__init__(core, trio.Lock())
 
-    async def _call(self, command: ev.Command, claim: str | None = None) -> fx.Reply:
-        async with self._lock:
-            return await _run(self._core, self._core.begin(command, claim))  # type: ignore[no-any-return]
-
-    async def _renew(self) -> Lease:
-        async with self._lock:
-            return await _run(self._core, self._core.begin_renewal())  # type: ignore[no-any-return]
-
-
-async def _run(core: SessionLoop, job: Job | None) -> Any:
-    cancelled: BaseException | None = None
-    while job is not None:
-        try:
-            # Shielded: a lease call the store may apply whatever happens
-            # here, and whatever a cancelled call still owes.
-            with trio.CancelScope(shield=job.lease or cancelled is not None):
-                outcome = await trio.to_thread.run_sync(job.run, abandon_on_cancel=not job.write)
-        except BaseException as error:  # a read abandoned, or a call cancelled before it started
-            cancelled = error
-            job = core.abandon(job)
-            continue
-        job = core.done(job, outcome, stopping=cancelled is not None)
-    if cancelled is not None:
-        raise cancelled
-    return core.answer()
+    async def _drive(self, job: Job | None) -> Any:
+        cancelled: BaseException | None = None
+        while job is not None:
+            try:
+                # Shielded: a lease call the store may apply whatever happens
+                # here, and whatever a cancelled call still owes.
+                with trio.CancelScope(shield=job.lease or cancelled is not None):
+                    outcome = await trio.to_thread.run_sync(
+                        job.run, abandon_on_cancel=not job.write
+                    )
+            except BaseException as error:  # a read abandoned, or cancelled before it started
+                cancelled = error
+                job = self._core.abandon(job)
+                continue
+            job = self._core.done(job, outcome, stopping=cancelled is not None)
+        if cancelled is not None:
+            raise cancelled
+        return self._core.answer()
 
 
 class LifecycleStream(LifecycleStreamBase):
