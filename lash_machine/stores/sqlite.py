@@ -234,6 +234,15 @@ _INSERT_NODE = f"""
 INSERT INTO lash_nodes (session_id, seq, {_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 _SELECT_LEASE = "SELECT owner, token, expires_at FROM lash_leases WHERE session_id = ?"
+#: A commit's first read, in one statement: the session row's head (its
+#: columns as in _SELECT_HEAD, all NULL for a new session) and the lease row.
+_SELECT_HEAD_AND_LEASE = """
+SELECT s.head_revision, s.next_seq, s.leaf_id, s.last_commit_id, s.path_hint,
+       l.session_id IS NOT NULL, l.owner, l.token, l.expires_at
+  FROM (SELECT ? AS id) AS wanted
+  LEFT JOIN lash_sessions AS s ON s.session_id = wanted.id
+  LEFT JOIN lash_leases AS l ON l.session_id = wanted.id
+"""
 _UPSERT_LEASE = """
 INSERT INTO lash_leases (session_id, owner, token, expires_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (session_id) DO UPDATE SET
@@ -482,13 +491,14 @@ class SQLiteStore:
             # The write lock is held from here on: no claim, tombstone or
             # vacuum can come between these checks and the writes.
             now = time.time()
-            found = conn.execute(_SELECT_HEAD, (sid,)).fetchone()
+            row = conn.execute(_SELECT_HEAD_AND_LEASE, (sid,)).fetchone()
+            found = None if row[0] is None else row[:5]
             actual = None if found is None else found[0]
             if found is not None and _applied_before(commit, found[0], found[3]):
                 return int(found[0])  # a retry of the commit that made this head
             if found is None:
                 _refuse_deleted(conn, sid)
-            check_fence(sid, commit.fencing_token, _lease_row(conn, sid), now)
+            check_fence(sid, commit.fencing_token, tuple(row[6:9]) if row[5] else None, now)
             if actual != commit.expected_head:
                 raise HeadRevisionConflict(sid, commit.expected_head, actual)
             if found is not None:
