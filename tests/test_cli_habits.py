@@ -198,11 +198,18 @@ def test_show_json(db: Db) -> None:
         "current_frame_id",
         "leaf_id",
         "lease",
+        "origin",
         "active_path",
         "orphans",
+        "pinned",
+        "kept_orphans",
+        "summaries",
+        "compacted",
         "repairs",
         "nodes",
     }
+    assert (data["origin"], data["pinned"], data["kept_orphans"]) == (None, [], [])
+    assert (data["summaries"], data["compacted"]) == ([], [])
     assert (data["session_id"], data["head_revision"], data["leaf_id"]) == ("s-main", 1, "n4")
     assert data["policy"] == wire.unstructure(POLICY)
     assert data["current_frame_id"] == "s-main:frame:initial"
