@@ -213,6 +213,8 @@ def test_every_reading_command_has_json_and_its_help_says_its_shape(
         ("show", "active_path (node ids, root first)"),
         ("orphans", "an array of nodes"),
         ("check", "status (ok,"),
+        ("expire", "expired (session ids), nodes_removed, kept_leased"),
+        ("migrate", "found_version, target_version, dry_run, migrated"),
     ):
         with pytest.raises(SystemExit) as helped:
             main([command, "--help"])

@@ -28,7 +28,8 @@ Operator commands name the database with --db PATH (an existing SQLite file)
 or --dsn URL (PostgreSQL, e.g. postgresql://user@host/db; the tables live in
 the first schema of its search_path; prefer PGPASSWORD or ~/.pgpass to a
 password in the URL). They never create a database, except import --create.
-A SESSION may be given by a unique prefix of its id.
+A SESSION may be given by a unique prefix of its id (delete asks for the
+whole id: it cannot be undone).
 """
 
 Command = Callable[[argparse.Namespace], int]
