@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,3 +134,39 @@ def load(db: Db, session_id: str) -> StoredSession | None:
         return store.load_graph(session_id, FullGraph())
     finally:
         store.close()
+
+
+def on_terminal(*args: str, stdin: str = "") -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``python -m lash_machine ARGS`` with stderr on a pseudo-terminal
+    and stdout on a pipe: the result, and what reached the terminal."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lash_machine", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=ENV,
+        text=True,
+    )
+    os.close(slave)
+    seen: list[bytes] = []
+
+    def drain() -> None:
+        # Until the child closes the terminal (EIO on Linux).
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        out, _ = proc.communicate(stdin, timeout=60)
+    finally:
+        reader.join(timeout=60)
+        os.close(master)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), b"".join(seen).decode()

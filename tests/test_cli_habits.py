@@ -5,17 +5,13 @@ on every reading command. Subprocesses, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import DATABASES, ENV, POLICY, Db, cli, empty_database, fresh_schema, seed
+from cli_support import DATABASES, POLICY, Db, cli, empty_database, fresh_schema, on_terminal, seed
 
 from lash_machine import wire
 from lash_machine.cli import main
@@ -53,42 +49,6 @@ def _many(db: Db, count: int) -> Db:
     finally:
         store.close()
     return db
-
-
-def on_terminal(*args: str, stdin: str = "") -> tuple[subprocess.CompletedProcess[str], str]:
-    """Run ``python -m lash_machine ARGS`` with stderr on a pseudo-terminal
-    and stdout on a pipe: the result, and what reached the terminal."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lash_machine", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        env=ENV,
-        text=True,
-    )
-    os.close(slave)
-    seen: list[bytes] = []
-
-    def drain() -> None:
-        # Until the child closes the terminal (EIO on Linux).
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                return
-            if not chunk:
-                return
-            seen.append(chunk)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        out, _ = proc.communicate(stdin, timeout=60)
-    finally:
-        reader.join(timeout=60)
-        os.close(master)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), b"".join(seen).decode()
 
 
 # ---- progress ------------------------------------------------------------------------
@@ -198,11 +158,18 @@ def test_show_json(db: Db) -> None:
         "current_frame_id",
         "leaf_id",
         "lease",
+        "origin",
         "active_path",
         "orphans",
+        "pinned",
+        "kept_orphans",
+        "summaries",
+        "compacted",
         "repairs",
         "nodes",
     }
+    assert (data["origin"], data["pinned"], data["kept_orphans"]) == (None, [], [])
+    assert (data["summaries"], data["compacted"]) == ([], [])
     assert (data["session_id"], data["head_revision"], data["leaf_id"]) == ("s-main", 1, "n4")
     assert data["policy"] == wire.unstructure(POLICY)
     assert data["current_frame_id"] == "s-main:frame:initial"
@@ -246,6 +213,8 @@ def test_every_reading_command_has_json_and_its_help_says_its_shape(
         ("show", "active_path (node ids, root first)"),
         ("orphans", "an array of nodes"),
         ("check", "status (ok,"),
+        ("expire", "expired (session ids), nodes_removed, kept_leased"),
+        ("migrate", "found_version, target_version, dry_run, migrated"),
     ):
         with pytest.raises(SystemExit) as helped:
             main([command, "--help"])

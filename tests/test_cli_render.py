@@ -7,6 +7,7 @@ import time
 import pytest
 
 from lash_machine import NodeKind, SessionGraph, SessionNode, heal_graph
+from lash_machine.cli.marks import marks_of
 from lash_machine.cli.render import (
     ASCII,
     legend,
@@ -139,3 +140,44 @@ def test_a_dsn_password_is_never_shown(dsn: str, shown: str, secret: str | None)
         assert secret in secrets
         assert scrub(f"failed for {secret} at {dsn}", dsn) == f"failed for *** at {shown}"
         assert secret not in scrub(f"failed for {secret}", dsn)
+
+
+def _summary(node_id: str, through: str, kept: str | None) -> SessionNode:
+    body = {"summary": f"all up to {through}", "through": through, "kept": kept}
+    return SessionNode(node_id, None, NodeKind.SUMMARY, body, None, 0.0)
+
+
+def test_marks_follow_pins_up_and_compactions_back() -> None:
+    # a -> b -> c; the summary s replaced a, b; c hangs under s; x is a
+    # pinned orphan under b, y an orphan under x.
+    graph = SessionGraph.from_nodes(
+        [
+            node("a", None),
+            node("b", "a"),
+            node("c", "s"),
+            node("x", "b"),
+            node("y", "x"),
+            _summary("s", "b", "c"),
+        ],
+        "c",
+    )
+    marks = marks_of(graph, ["b", "x"])
+    assert marks.held == {"a": "b", "b": "b", "x": "x"}
+    assert marks.kept_orphans(graph) == ("a", "b", "x")
+    assert marks.compacted == {"a": "s", "b": "s"}
+    assert tree_lines(graph, marks=marks)[-2:] == [
+        "*  └─ s  [summary of 2 nodes through b] all up to b",
+        "*     c  user: c  → leaf",
+    ]
+    # Undone (c back under b): the originals are on the active path again.
+    undone = graph.with_parent("c", "b")
+    assert marks_of(undone, ["x"]).compacted == {}
+    # A summary of a path no longer stored, and a parent cycle, are described.
+    gone = SessionGraph.from_nodes(
+        [_summary("s", "ghost", None), node("p", "q"), node("q", "p")], "s"
+    )
+    marks = marks_of(gone, ["p"])
+    assert marks.held == {"p": "p", "q": "p"}
+    assert tree_lines(gone, marks=marks)[0] == (
+        "*  s  [summary through ghost, which is not stored] all up to ghost  → leaf"
+    )

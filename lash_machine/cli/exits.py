@@ -31,14 +31,17 @@ exit codes:
      row; heal without --apply has repairs to make; prune refused a graph
      that needs repair
   2  usage error (bad or missing arguments)
-  3  not found: the database file, the lash-machine tables, the session,
-     or the file to import
+  3  not found: the database file, the lash-machine tables, the session
+     (or one deleted: its marker stays until purge), a node (copy --at), or
+     the file to import
   4  store or I/O error: the database is unreachable or unusable (not a
-     lash-machine database, another schema version, a corrupt row, ...),
-     or a file cannot be read or written
+     lash-machine database, another schema version: `lash-machine migrate`
+     upgrades an older one, a corrupt row, ...), or a file cannot be read
+     or written
   5  bad input: the file to import is not a valid wire-format session
-  6  conflict: the session already exists (import); another writer
-     committed first or holds the session's lease (heal --apply); the
+  6  conflict: the session already exists (import, copy --as) or was
+     deleted (its id is kept until purge); another writer committed first
+     or holds the session's lease (heal --apply, prune, delete); the
      demo's --db file exists
 """
 

@@ -15,6 +15,7 @@ from ..graph import heal_graph
 from ..persisted import GraphDelta, Reparent, SessionCommit
 from .exits import CliError, Exit
 from .lookup import exclusive, find_session, plural, stored_graph, target_of
+from .marks import marks_of
 from .progress import Progress
 from .render import printable, repair_lines, short_ids
 from .target import open_store
@@ -23,8 +24,11 @@ __all__ = ["heal", "prune", "vacuum"]
 
 
 def prune(args: argparse.Namespace) -> int:
-    """``prune SESSION``: tombstone every orphan (``vacuum`` then removes
-    them for good). Refused while the graph needs repair (which nodes are
+    """``prune SESSION``: tombstone every orphan a pin does not keep
+    (``vacuum`` then removes them for good). A pinned node and its
+    ancestors stay, as the store insists (it refuses to tombstone a pinned
+    node): the originals a compaction replaced among them, since the
+    compaction pins the last of them. Refused while the graph needs repair (which nodes are
     orphans is only meaningful on a well-formed graph) and while a worker
     holds the session's lease (tombstones are not fenced: a worker could
     branch back onto a node being hidden). A commit that was already in
@@ -38,7 +42,8 @@ def prune(args: argparse.Namespace) -> int:
         # Read under the lease: no commit can move the leaf between the
         # read and the tombstones.
         with exclusive(store, session_id):
-            graph = stored_graph(find_session(store, target, session_id))
+            stored = find_session(store, target, session_id)
+            graph = stored_graph(stored)
             if not heal_graph(graph)[1].is_clean:
                 raise CliError(
                     f"session {sid} needs repair before pruning:"
@@ -46,8 +51,13 @@ def prune(args: argparse.Namespace) -> int:
                     Exit.PROBLEMS,
                 )
             orphan_ids = graph.orphan_ids()
+            kept = set(marks_of(graph, stored.pinned).kept_orphans(graph))
+            # An orphan a pin does not keep has no kept child (a kept
+            # node's parent is kept too): these are whole subtrees, as
+            # the store's tombstone rule asks.
+            doomed = [node_id for node_id in orphan_ids if node_id not in kept]
             try:
-                hidden = store.tombstone_nodes(session_id, orphan_ids) if orphan_ids else 0
+                hidden = store.tombstone_nodes(session_id, doomed) if doomed else 0
             except TombstoneRefused:
                 raise CliError(
                     f"session {sid} changed while pruning; run prune again", Exit.CONFLICT
@@ -55,9 +65,14 @@ def prune(args: argparse.Namespace) -> int:
     if not orphan_ids:
         print(f"session {sid}: no orphans to prune")
         return Exit.OK
+    held = f"kept {plural(len(kept), 'orphan')} a pin holds" if kept else ""
+    if not doomed:
+        print(f"session {sid}: nothing to prune: {held}")
+        return Exit.OK
     print(
         f"session {sid}: tombstoned {plural(hidden, 'orphan')}"
         " (hidden from every read; `lash-machine vacuum` removes them for good)"
+        + (f"; {held}" if held else "")
     )
     return Exit.OK
 

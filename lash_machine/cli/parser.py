@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 
 from .. import __version__
-from . import maintain, reading, transfer
+from . import maintain, reading, retention, transfer, upgrade
 from .demo import run_demo
 from .exits import EXIT_CODES_HELP, EXIT_CODES_POINTER
 
-__all__ = ["build_parser", "positive", "since", "since_time"]
+__all__ = ["build_parser", "duration", "duration_seconds", "positive", "since", "since_time"]
 
 _DESCRIPTION = """\
 Look after lash-machine sessions stored in SQLite or PostgreSQL, or watch one
@@ -28,7 +28,8 @@ Operator commands name the database with --db PATH (an existing SQLite file)
 or --dsn URL (PostgreSQL, e.g. postgresql://user@host/db; the tables live in
 the first schema of its search_path; prefer PGPASSWORD or ~/.pgpass to a
 password in the URL). They never create a database, except import --create.
-A SESSION may be given by a unique prefix of its id.
+A SESSION may be given by a unique prefix of its id (delete asks for the
+whole id: it cannot be undone).
 """
 
 Command = Callable[[argparse.Namespace], int]
@@ -59,14 +60,30 @@ _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
+def duration_seconds(text: str) -> float:
+    """The seconds a duration spells (``30d``, ``1h30m``, ``1.5s``; units
+    s m h d w). Raises ValueError naming the form."""
+    spelled = text.strip()
+    if not _DURATION.fullmatch(spelled):
+        raise ValueError(f"not a duration (30d, 12h, 1h30m; units s m h d w): {text!r}")
+    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(spelled))
+
+
+def duration(text: str) -> float:
+    """An argparse type: :func:`duration_seconds`."""
+    try:
+        return duration_seconds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def since_time(text: str, now: float) -> float:
     """The moment ``text`` names, in seconds since the epoch: an ISO 8601
     date or time (UTC unless it carries an offset), or a duration back from
     ``now`` (``30d``, ``1h30m``). Raises ValueError naming both forms."""
     spelled = text.strip()
     if _DURATION.fullmatch(spelled):
-        back = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(spelled))
-        return now - back
+        return now - duration_seconds(spelled)
     try:
         moment = datetime.datetime.fromisoformat(spelled)
     except ValueError:
@@ -161,12 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         "show",
         reading.show,
         "draw a session's graph as a tree",
-        more="The margin marks the active path (*) and orphans (o, off the active path).\n"
-        "A chain stays in its column; a fork indents. Node ids are shortened to a\n"
-        "unique prefix of at least 8 characters.\n\n"
+        more="The margin marks the active path (*), orphans (o, off the active path) and\n"
+        "the originals a compaction replaced (c, off the active path, kept by the\n"
+        "compaction's pin). A summary node says what it replaced ([summary of N\n"
+        "nodes through ID]); a pinned node is noted (pinned); the header says where\n"
+        "a copied session came from. A chain stays in its column; a fork indents.\n"
+        "Node ids are shortened to a unique prefix of at least 8 characters.\n\n"
         "--json prints one object: session_id, head_revision, policy,\n"
         "current_frame_id, leaf_id, lease (null, or owner, token and expires_at),\n"
-        "active_path (node ids, root first), orphans (node ids), repairs (one\n"
+        "origin (null, or the session_id and node_id a copy was made from),\n"
+        "active_path (node ids, root first), orphans (node ids), pinned (node ids),\n"
+        "kept_orphans (the orphans a pin keeps from prune), summaries (node_id,\n"
+        "through, kept, and replaces: the ids of the path it replaced, root first),\n"
+        "compacted (the replaced originals off the active path), repairs (one\n"
         "sentence per repair the graph needs; empty when it is sound) and nodes\n"
         "(every live node: node_id, parent_id, kind, body, frame_id, created_at).",
     )
@@ -178,8 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "orphans",
         reading.orphans,
         "list a session's nodes off the active path",
-        more="--json prints an array of nodes, each an object with node_id, parent_id,\n"
-        "kind, body, frame_id and created_at (seconds since the epoch).",
+        more="Each orphan says what keeps it from prune, if anything: a pin on it, or on\n"
+        "a node under it (a pinned node's ancestors stay too); and the summary that\n"
+        "replaced it, when a compaction did.\n\n"
+        "--json prints an array of nodes, each an object with node_id, parent_id,\n"
+        "kind, body, frame_id, created_at (seconds since the epoch), pinned (true or\n"
+        "false), kept_by_pin (the pinned node that keeps it, or null) and\n"
+        "compacted_into (the summary node that replaced it, or null).",
     )
     orphans.add_argument("session", metavar="SESSION", help=_SESSION)
     orphans.add_argument("--json", action="store_true", help="print the nodes as JSON")
@@ -189,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         maintain.prune,
         "tombstone a session's orphans (vacuum removes them)",
         more="Tombstoned nodes are hidden from every read at once and deleted by the next\n"
-        "vacuum. Refused while the session's graph needs repair (exit 1) and while a\n"
-        "worker holds the session's lease (exit 6); prune takes the lease itself\n"
-        "for the moment it works, so no commit moves the leaf meanwhile.",
+        "vacuum. Pinned nodes and their ancestors are kept (so are the originals a\n"
+        "compaction replaced), and prune says how many. Refused while the session's\n"
+        "graph needs repair (exit 1) and while a worker holds the session's lease\n"
+        "(exit 6); prune takes the lease itself for the moment it works, so no\n"
+        "commit moves the leaf meanwhile.",
     )
     prune.add_argument("session", metavar="SESSION", help=_SESSION)
 
@@ -254,4 +285,113 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create the database (or its tables) when missing",
     )
+
+    _lifecycle(command)
     return parser
+
+
+def _lifecycle(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """The commands of a session's data lifecycle: delete, purge, expire,
+    copy, and migrate for the database itself."""
+    delete = command(
+        "delete",
+        retention.delete,
+        "delete a session and all its rows for good",
+        more="Takes the whole session id (no prefix: a delete cannot be undone) and\n"
+        "reads the session back to confirm that nothing is left. The id is kept as\n"
+        "a deletion marker: a worker still holding the session cannot write it or\n"
+        "make it again (its store raises SessionDeleted), and `import` and `copy\n"
+        "--as` refuse it, until `purge` forgets the marker. Refused while a worker\n"
+        "holds the session's lease (exit 6); a deleted or unknown id is exit 3.",
+    )
+    delete.add_argument("session", metavar="SESSION", help="the whole session id")
+
+    purge = command(
+        "purge",
+        retention.purge,
+        "forget the deletion markers older than an age (their ids may be used again)",
+        more="A marker keeps a deleted (or expired) session's id from being written\n"
+        "again. Forget one only when no worker can still hold the session: give\n"
+        "the markers longer than any worker lives.",
+    )
+    purge.add_argument(
+        "--older-than",
+        metavar="AGE",
+        type=since,
+        required=True,
+        help="forget markers of deletes before AGE ago (a duration: 30d, 12h, 1h30m;"
+        " units s m h d w; 0s forgets all) or before an ISO 8601 time",
+    )
+
+    expire = command(
+        "expire",
+        retention.expire,
+        "delete the sessions nobody committed to for a while, never a leased one",
+        more="Each expired session is deleted as `delete` does (a marker is kept). A\n"
+        "session whose lease a worker holds is kept, however idle, and counted. The\n"
+        "store works in write transactions of --batch-size sessions, so a large\n"
+        "database is never locked for long; on a terminal, stderr shows the count\n"
+        "so far. --dry-run removes nothing and reports the same.\n\n"
+        "--json prints one object: dry_run, idle_for (seconds), cutoff (seconds\n"
+        "since the epoch: sessions last committed to before it are idle), expired\n"
+        "(session ids), nodes_removed, kept_leased (idle sessions kept for their\n"
+        "lease) and longest_batch (the longest write transaction, in seconds).",
+    )
+    expire.add_argument(
+        "--idle",
+        metavar="DURATION",
+        type=duration,
+        required=True,
+        help="how long without a commit makes a session idle (30d, 12h, 1h30m; units s m h d w)",
+    )
+    expire.add_argument("--dry-run", action="store_true", help="only report what would be expired")
+    expire.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=positive,
+        default=200,
+        help="sessions per write transaction (default: 200)",
+    )
+    expire.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    copy = command(
+        "copy",
+        transfer.copy,
+        "copy a session's history (up to a node) into a new session",
+        more="The new session holds the path from the root to NODE (the stored leaf by\n"
+        "default), with the source's policy, frames and snapshots, made in one\n"
+        "transaction; it records where it came from (`show` says so). Prints the\n"
+        "new session's id and nothing else. An existing or deleted --as id is\n"
+        "refused (exit 6).",
+    )
+    copy.add_argument("session", metavar="SESSION", help=_SESSION)
+    copy.add_argument(
+        "--at",
+        metavar="NODE",
+        help="copy the path up to this node (an id, or a prefix that names one node)",
+    )
+    copy.add_argument(
+        "--as",
+        dest="as_",
+        metavar="NEW",
+        help="the new session's id (default: a fresh random one)",
+    )
+
+    migrate = command(
+        "migrate",
+        upgrade.migrate,
+        "upgrade a database of an older schema version in place",
+        more="Runs the whole upgrade in one transaction, under the lock every opener\n"
+        "of the database takes: a failed run leaves the database as it was, and two\n"
+        "migrators never both run it. A database already current is left alone, so\n"
+        "migrating twice is harmless. Every other command refuses an older database\n"
+        "(exit 4) until it is migrated. Back the database up first all the same.\n\n"
+        "--json prints one object: found_version, target_version, dry_run, migrated\n"
+        "(whether this run upgraded it) and statements (the plan; empty when current).",
+    )
+    migrate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the version found and the statements an upgrade would run; write nothing",
+    )
+    migrate.add_argument("--json", action="store_true", help="print JSON for scripts")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -22,6 +23,7 @@ from ..stores.base import SessionStore
 from ..stores.leases import Lease, LeaseStore
 from .exits import Exit
 from .lookup import find_session, plural, stored_graph, target_of, width
+from .marks import Marks, marks_of
 from .progress import Progress
 from .render import (
     glyphs_for,
@@ -30,6 +32,7 @@ from .render import (
     node_label,
     printable,
     repair_lines,
+    short_ids,
     table,
     tree_lines,
 )
@@ -81,6 +84,8 @@ def show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(show_json(stored, graph, lease), indent=2))
         return Exit.OK
+    marks = marks_of(graph, stored.pinned)
+    shorten = printable if args.full_ids else short_ids(node.node_id for node in graph)
     on_path = len(graph.active_path())
     policy = stored.policy
     model = printable(policy.model.id) + (
@@ -92,6 +97,12 @@ def show(args: argparse.Namespace) -> int:
         f" ({on_path} on the active path, {plural(len(graph) - on_path, 'orphan')}),"
         f" model {model}"
     )
+    if stored.origin is not None:
+        at = stored.origin.node_id
+        where = "" if at is None else f" at node {printable(at)}"
+        print(f"copied from session {printable(stored.origin.session_id)}{where}")
+    for line in _pin_lines(graph, marks, shorten):
+        print(line)
     if lease is not None:
         print(
             f"in use: {printable(lease.owner)} holds its lease until {iso_time(lease.expires_at)}"
@@ -101,8 +112,9 @@ def show(args: argparse.Namespace) -> int:
         print("(no nodes)")
         return Exit.OK
     glyphs = glyphs_for(sys.stdout)
-    print(legend(graph))
-    for line in tree_lines(graph, width=width(), glyphs=glyphs, full_ids=args.full_ids):
+    print(legend(graph, marks))
+    lines = tree_lines(graph, width=width(), glyphs=glyphs, full_ids=args.full_ids, marks=marks)
+    for line in lines:
         print(line)
     _, report = heal_graph(graph)
     if not report.is_clean:
@@ -114,15 +126,41 @@ def show(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _pin_lines(graph: SessionGraph, marks: Marks, shorten: Callable[[str], str]) -> list[str]:
+    """What the header says of pins and compactions (nothing when none)."""
+    lines = []
+    if marks.pinned:
+        pinned = [shorten(node.node_id) for node in graph if node.node_id in marks.pinned]
+        kept = marks.kept_orphans(graph)
+        line = f"pinned: {', '.join(pinned)}"
+        if kept:
+            line += f" (prune keeps {plural(len(kept), 'orphan')} for them)"
+        lines.append(line)
+    if marks.summaries:
+        lines.append(
+            f"compacted: {plural(len(marks.summaries), 'summary node')},"
+            f" {plural(len(marks.compacted), 'original')} off the active path"
+        )
+    return lines
+
+
 def show_json(stored: StoredSession, graph: SessionGraph, lease: Lease | None) -> dict[str, Any]:
     """What ``show --json`` prints: one object with ``session_id``,
     ``head_revision``, ``policy`` (as stored), ``current_frame_id``,
     ``leaf_id``, ``lease`` (``null`` or ``owner``, ``token`` and
-    ``expires_at`` in seconds since the epoch), ``active_path`` (node ids,
-    root first), ``orphans`` (node ids off the active path), ``repairs``
-    (one sentence per repair healing would make; empty for a sound graph)
-    and ``nodes`` (every live node, as ``orphans --json`` prints them)."""
+    ``expires_at`` in seconds since the epoch), ``origin`` (``null``, or
+    the ``session_id`` and ``node_id`` a copy was made from),
+    ``active_path`` (node ids, root first), ``orphans`` (node ids off the
+    active path), ``pinned`` (node ids), ``kept_orphans`` (the orphans a
+    pin keeps from prune), ``summaries`` (one object per compaction:
+    ``node_id``, ``through``, ``kept`` and ``replaces``, the ids of the
+    stored path it replaced, root first), ``compacted`` (the replaced
+    originals off the active path), ``repairs`` (one sentence per repair
+    healing would make; empty for a sound graph) and ``nodes`` (every live
+    node, as ``orphans --json`` prints them, without the orphans' marks)."""
     _, report = heal_graph(graph)
+    marks = marks_of(graph, stored.pinned)
+    origin = stored.origin
     return {
         "session_id": stored.session_id,
         "head_revision": stored.head_revision,
@@ -132,22 +170,49 @@ def show_json(stored: StoredSession, graph: SessionGraph, lease: Lease | None) -
         "lease": None
         if lease is None
         else {"owner": lease.owner, "token": lease.token, "expires_at": lease.expires_at},
+        "origin": None
+        if origin is None
+        else {"session_id": origin.session_id, "node_id": origin.node_id},
         "active_path": [node.node_id for node in graph.active_path()],
         "orphans": list(graph.orphan_ids()),
+        "pinned": [node.node_id for node in graph if node.node_id in marks.pinned],
+        "kept_orphans": list(marks.kept_orphans(graph)),
+        "summaries": [
+            {
+                "node_id": c.summary_id,
+                "through": c.through,
+                "kept": c.kept,
+                "replaces": list(c.replaced),
+            }
+            for c in marks.summaries.values()
+        ],
+        "compacted": [node.node_id for node in graph if node.node_id in marks.compacted],
         "repairs": repair_lines(report),
         "nodes": [wire.unstructure(node) for node in stored.nodes],
     }
 
 
 def orphans(args: argparse.Namespace) -> int:
-    """``orphans SESSION``: the nodes off the active path."""
+    """``orphans SESSION``: the nodes off the active path, each with what
+    keeps it from prune (a pin on it, or on a node under it) and the
+    summary that replaced it, when a compaction did."""
     target = target_of(args)
     with open_store(target) as store:
         stored = find_session(store, target, args.session)
     graph = stored_graph(stored)
+    marks = marks_of(graph, stored.pinned)
     found = [node for node_id in graph.orphan_ids() if (node := graph.get(node_id)) is not None]
     if args.json:
-        print(json.dumps([wire.unstructure(node) for node in found], indent=2))
+        listed = [
+            {
+                **wire.unstructure(node),
+                "pinned": node.node_id in marks.pinned,
+                "kept_by_pin": marks.held.get(node.node_id),
+                "compacted_into": marks.compacted.get(node.node_id),
+            }
+            for node in found
+        ]
+        print(json.dumps(listed, indent=2))
         return Exit.OK
     sid = printable(stored.session_id)
     if not found:
@@ -155,8 +220,28 @@ def orphans(args: argparse.Namespace) -> int:
         return Exit.OK
     print(f"session {sid}: {plural(len(found), 'orphan')} (off the active path)")
     for node in found:
-        print(f"  {printable(node.node_id)}  {node_label(node)}")
+        notes = _orphan_notes(node.node_id, marks)
+        print(f"  {printable(node.node_id)}  {node_label(node)}{notes}")
+    kept = marks.kept_orphans(graph)
+    if kept:
+        print(
+            f"prune keeps {len(kept)} of them (a pin holds them) and tombstones"
+            f" {len(found) - len(kept)}"
+        )
     return Exit.OK
+
+
+def _orphan_notes(node_id: str, marks: Marks) -> str:
+    notes = []
+    summary = marks.compacted.get(node_id)
+    if summary is not None:
+        notes.append(f"compacted into {printable(summary)}")
+    pin = marks.held.get(node_id)
+    if pin == node_id:
+        notes.append("pinned: prune keeps it")
+    elif pin is not None:
+        notes.append(f"kept by the pin on {printable(pin)}")
+    return f"  ({'; '.join(notes)})" if notes else ""
 
 
 @attrs.frozen

@@ -16,7 +16,8 @@ from typing import TextIO
 import attrs
 
 from ..graph import HealReport, SessionGraph
-from ..model import NodeKind, SessionNode
+from ..model import JSON, NodeKind, SessionNode
+from .marks import Compaction, Marks
 
 __all__ = [
     "ASCII",
@@ -29,6 +30,7 @@ __all__ = [
     "printable",
     "repair_lines",
     "short_ids",
+    "summary_label",
     "table",
     "tree_lines",
     "truncate",
@@ -40,6 +42,7 @@ SHORT_ID = 8
 #: Margin marks of a tree line.
 ACTIVE_MARK = "*"
 ORPHAN_MARK = "o"
+COMPACTED_MARK = "c"
 
 
 @attrs.frozen
@@ -87,18 +90,36 @@ def node_label(node: SessionNode) -> str:
     the ``text`` of a body that has one, a string body as it is, compact
     JSON otherwise; other kinds than
     messages are tagged (``[event] ...``)."""
-    body = node.body
-    if isinstance(body, dict) and isinstance(body.get("content"), str):
-        role = body.get("role")
-        text = f"{role}: {body['content']}" if isinstance(role, str) else body["content"]
-    elif isinstance(body, dict) and isinstance(body.get("text"), str):
-        text = body["text"]
-    elif isinstance(body, str):
-        text = body
-    else:
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=repr)
     tag = "" if node.kind is NodeKind.MESSAGE else f"[{node.kind}] "
-    return printable(tag + text)
+    return printable(tag + _text(node.body))
+
+
+def summary_label(
+    node: SessionNode, compaction: Compaction, shorten: Callable[[str], str] = printable
+) -> str:
+    """The label of a compaction's summary node: what it replaced, then the
+    host's summary (``[summary of 3 nodes through 1a2b3c4d] ...``)."""
+    assert isinstance(node.body, dict)  # read_summary checked its shape
+    through = shorten(compaction.through)
+    if compaction.replaced:
+        what = f"summary of {len(compaction.replaced)} node"
+        what += "" if len(compaction.replaced) == 1 else "s"
+        tag = f"[{what} through {through}]"
+    else:
+        tag = f"[summary through {through}, which is not stored]"
+    return printable(f"{tag} {_text(node.body['summary'])}")
+
+
+def _text(body: JSON) -> str:
+    if isinstance(body, dict):
+        content, role, text = body.get("content"), body.get("role"), body.get("text")
+        if isinstance(content, str):
+            return f"{role}: {content}" if isinstance(role, str) else content
+        if isinstance(text, str):
+            return text
+    if isinstance(body, str):
+        return body
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=repr)
 
 
 def short_ids(ids: Iterable[str], minimum: int = SHORT_ID) -> Callable[[str], str]:
@@ -124,6 +145,7 @@ def tree_lines(
     width: int = 100,
     glyphs: Glyphs = UNICODE,
     full_ids: bool = False,
+    marks: Marks | None = None,
 ) -> list[str]:
     """The graph as a tree, one line per node, in the form::
 
@@ -132,20 +154,26 @@ def tree_lines(
         o  ├─ 9c0d1e2f  user: Make it cheaper.
         *  └─ 7e8f9a0b  user: Swap day 2 for Sintra.  <- leaf
 
-    The margin marks the active path (``*``) and orphans (``o``, off the
-    active path). A chain continues in its column; only a fork indents.
-    Nodes with a parent that is not in the graph start trees of their own,
-    and so does a node of a parent cycle (the walk never repeats a node).
-    Iterative, so a path of any depth is drawn.
+    The margin marks the active path (``*``), orphans (``o``, off the
+    active path) and, with ``marks``, the originals a compaction replaced
+    (``c``, off the active path too); a summary node says what it replaced
+    (:func:`summary_label`) and a pinned node is noted ``(pinned)``. A
+    chain continues in its column; only a fork indents. Nodes with a parent
+    that is not in the graph start trees of their own, and so does a node
+    of a parent cycle (the walk never repeats a node). Iterative, so a path
+    of any depth is drawn.
     """
-    return _Tree(graph, width, glyphs, full_ids).lines()
+    return _Tree(graph, width, glyphs, full_ids, marks or Marks()).lines()
 
 
 class _Tree:
     """One drawing of :func:`tree_lines`."""
 
-    def __init__(self, graph: SessionGraph, width: int, glyphs: Glyphs, full_ids: bool) -> None:
+    def __init__(
+        self, graph: SessionGraph, width: int, glyphs: Glyphs, full_ids: bool, marks: Marks
+    ) -> None:
         self.graph = graph
+        self.marks = marks
         self.width = width
         self.glyphs = glyphs
         self.nodes = _first_of_each_id(graph)
@@ -200,16 +228,30 @@ class _Tree:
         return entries
 
     def line(self, node: SessionNode, prefix: str) -> str:
-        mark = ACTIVE_MARK if node.node_id in self.on_path else ORPHAN_MARK
+        node_id = node.node_id
+        if node_id in self.on_path:
+            mark = ACTIVE_MARK
+        elif node_id in self.marks.compacted:
+            mark = COMPACTED_MARK
+        else:
+            mark = ORPHAN_MARK
         notes = []
         if node.parent_id is not None and node.parent_id not in self.present:
             notes.append(f"(parent {printable(node.parent_id)} is missing)")
-        if node.node_id == self.graph.leaf_id:
+        if node_id in self.marks.pinned:
+            notes.append("(pinned)")
+        if node_id == self.graph.leaf_id:
             notes.append(f"{self.glyphs.arrow} leaf")
         suffix = ("  " + "  ".join(notes)) if notes else ""
-        head = f"{mark}  {prefix}{self.shorten(node.node_id)}  "
+        head = f"{mark}  {prefix}{self.shorten(node_id)}  "
         room = max(self.width - len(head) - len(suffix), 20)
-        return head + truncate(node_label(node), room, self.glyphs) + suffix
+        compaction = self.marks.summaries.get(node_id)
+        label = (
+            node_label(node)
+            if compaction is None
+            else summary_label(node, compaction, self.shorten)
+        )
+        return head + truncate(label, room, self.glyphs) + suffix
 
 
 def _first_of_each_id(graph: SessionGraph) -> list[SessionNode]:
@@ -223,12 +265,16 @@ def _first_of_each_id(graph: SessionGraph) -> list[SessionNode]:
     return nodes
 
 
-def legend(graph: SessionGraph) -> str:
-    """The key to :func:`tree_lines`' margin marks (orphans only when the
-    graph has some)."""
-    if len(graph.active_path()) == len(graph):
-        return f"{ACTIVE_MARK} active path"
-    return f"{ACTIVE_MARK} active path   {ORPHAN_MARK} orphan (off the active path)"
+def legend(graph: SessionGraph, marks: Marks | None = None) -> str:
+    """The key to :func:`tree_lines`' margin marks (orphans, and compacted
+    originals, only when the graph has some)."""
+    keys = [f"{ACTIVE_MARK} active path"]
+    compacted = 0 if marks is None else len(marks.compacted)
+    if len(graph.active_path()) + compacted < len(graph):
+        keys.append(f"{ORPHAN_MARK} orphan (off the active path)")
+    if compacted:
+        keys.append(f"{COMPACTED_MARK} compacted (replaced by a summary)")
+    return "   ".join(keys)
 
 
 def repair_lines(report: HealReport, shorten: Callable[[str], str] = printable) -> list[str]:

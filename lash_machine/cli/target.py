@@ -19,16 +19,18 @@ import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
 from ..errors import SchemaVersionMismatch
+from ..stores import migrations
 from ..stores._dsn import redact
 from ..stores.base import SCHEMA_VERSION, SessionStore
 from ..stores.sqlite import SQLiteStore
 from .exits import CliError, Exit
 
-__all__ = ["CONNECT_TIMEOUT", "Target", "open_store"]
+__all__ = ["CONNECT_TIMEOUT", "Target", "open_store", "stored_version"]
 
 #: Seconds to wait for a PostgreSQL server before calling it unreachable.
 CONNECT_TIMEOUT = 3
@@ -64,19 +66,22 @@ class Target:
 
 @contextlib.contextmanager
 def open_store(
-    target: Target, *, create: bool = False, create_hint: str = _CREATE_HINT
+    target: Target, *, create: bool = False, create_hint: str = _CREATE_HINT, migrate: bool = False
 ) -> Iterator[SessionStore]:
     """The store ``target`` names, closed on exit.
 
     Without ``create`` the database must already hold lash-machine tables:
     a missing file, an empty one, or a database without our schema is a
     :class:`CliError` (exit 3), not a new database; ``create_hint`` tells
-    the user how to get one.
+    the user how to get one. A database of an older schema version is
+    refused (:class:`SchemaVersionMismatch`, naming ``lash-machine
+    migrate``) unless ``migrate``, which upgrades it in place first.
     """
-    store = _open_sqlite(target.db, create, create_hint) if target.db is not None else None
-    if store is None:
+    if target.db is not None:
+        store = _open_sqlite(target.db, create, create_hint, migrate)
+    else:
         assert target.dsn is not None
-        store = _open_postgres(target.dsn, create, target.label, create_hint)
+        store = _open_postgres(target.dsn, create, target.label, create_hint, migrate)
     try:
         yield store
     finally:
@@ -86,21 +91,45 @@ def open_store(
 # ---- SQLite ------------------------------------------------------------------------
 
 
-def _open_sqlite(path: str, create: bool, create_hint: str) -> SessionStore:
+def stored_version(target: Target) -> int:
+    """The schema version of the lash-machine database ``target`` names,
+    read without writing anything (``migrate --dry-run``). A missing or
+    foreign database is a :class:`CliError`, as for :func:`open_store`."""
+    if target.db is not None:
+        _check_sqlite_path(target.db, _CREATE_HINT)
+        return _sqlite_version(target.db, create=False)
+    assert target.dsn is not None
+    psycopg, dsn = _postgres_dsn(target.dsn)
+    with _postgres_errors(target.label), psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT to_regclass('lash_schema') IS NOT NULL").fetchone()
+        if not (found and found[0]):
+            raise _no_tables(target.label, _CREATE_HINT)
+        versions = [row[0] for row in conn.execute("SELECT version FROM lash_schema")]
+    # Several rows (or none) is not a table we wrote: version 0, as the store says.
+    return int(versions[0]) if len(versions) == 1 else 0
+
+
+def _check_sqlite_path(path: str, create_hint: str) -> None:
     if os.path.isdir(path):
         raise CliError(f"{path}: is a directory, not a SQLite database file", Exit.STORE)
-    if not os.path.exists(path) or (create and os.path.getsize(path) == 0):
-        # An empty file is what SQLite makes of a new database, too.
-        if create:
-            return SQLiteStore(path)
+    if not os.path.exists(path):
         raise CliError(f"{path}: no such file ({create_hint})", Exit.NOT_FOUND)
-    _probe_sqlite(path, create)
-    return SQLiteStore(path)
 
 
-def _probe_sqlite(path: str, create: bool) -> None:
-    """Check, without writing to it, that ``path`` is a lash-machine database
-    of our schema version. Opening a store on a foreign file would switch
+def _open_sqlite(path: str, create: bool, create_hint: str, migrate: bool) -> SessionStore:
+    if create and (not os.path.exists(path) or os.path.getsize(path) == 0):
+        # An empty file is what SQLite makes of a new database, too.
+        return SQLiteStore(path)
+    _check_sqlite_path(path, create_hint)
+    version = _sqlite_version(path, create)
+    if version not in (0, SCHEMA_VERSION) and not (migrate and version in migrations.SQLITE):
+        raise SchemaVersionMismatch(path, version, SCHEMA_VERSION)
+    return SQLiteStore(path, migrate=migrate)
+
+
+def _sqlite_version(path: str, create: bool) -> int:
+    """Check, without writing to it, that ``path`` is a lash-machine
+    database, and return its schema version. Opening a store on a foreign file would switch
     it to WAL mode and, when it is empty, create our tables in it.
 
     With ``create``, a SQLite database without tables or version is new:
@@ -134,22 +163,37 @@ def _probe_sqlite(path: str, create: bool) -> None:
     finally:
         conn.close()
     if version == 0 and not tables and create:
-        return
+        return 0
     if version == 0:
         what = "a SQLite database of another application" if tables else "an empty SQLite database"
         raise CliError(f"{path}: {what}, not a lash-machine database", Exit.NOT_FOUND)
-    if version != SCHEMA_VERSION:
-        raise SchemaVersionMismatch(path, version, SCHEMA_VERSION)
+    return int(version)
 
 
 # ---- PostgreSQL ----------------------------------------------------------------------
 
 
-def _open_postgres(dsn: str, create: bool, label: str, create_hint: str) -> SessionStore:
+def _open_postgres(
+    dsn: str, create: bool, label: str, create_hint: str, migrate: bool
+) -> SessionStore:
+    psycopg, dsn = _postgres_dsn(dsn)
+    from ..stores.postgres import PostgresStore
+
+    with _postgres_errors(label), psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('lash_schema') IS NOT NULL").fetchone()
+    if not (row and row[0]) and not create:
+        raise _no_tables(label, create_hint)
+    # One connection is all a command needs; the store's own timeout bounds
+    # every wait for it.
+    return PostgresStore(dsn, min_size=1, max_size=2, timeout=10.0, migrate=migrate)
+
+
+def _postgres_dsn(dsn: str) -> tuple[Any, str]:
+    """psycopg, and ``dsn`` with a connect timeout."""
     try:
         import psycopg
 
-        from ..stores.postgres import PostgresStore
+        from ..stores import postgres  # noqa: F401  (it needs psycopg_pool too)
     except ImportError:
         raise CliError(
             "--dsn needs PostgreSQL support: pip install 'lash-machine[postgres]'", Exit.STORE
@@ -161,19 +205,24 @@ def _open_postgres(dsn: str, create: bool, label: str, create_hint: str) -> Sess
     if "connect_timeout" not in params:
         # libpq waits forever by default; an operator wants an answer.
         dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
+    return psycopg, dsn
+
+
+@contextlib.contextmanager
+def _postgres_errors(label: str) -> Iterator[None]:
+    import psycopg
+
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            row = conn.execute("SELECT to_regclass('lash_schema') IS NOT NULL").fetchone()
+        yield
     except psycopg.Error as exc:
         # Only the first line: libpq adds per-host detail that repeats it.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CliError(f"cannot reach PostgreSQL at {label}: {reason}", Exit.STORE) from None
-    if not (row and row[0]) and not create:
-        raise CliError(
-            f"{label}: no lash-machine tables here (no lash_schema table on the search_path;"
-            f" {create_hint})",
-            Exit.NOT_FOUND,
-        )
-    # One connection is all a command needs; the store's own timeout bounds
-    # every wait for it.
-    return PostgresStore(dsn, min_size=1, max_size=2, timeout=10.0)
+
+
+def _no_tables(label: str, create_hint: str) -> CliError:
+    return CliError(
+        f"{label}: no lash-machine tables here (no lash_schema table on the search_path;"
+        f" {create_hint})",
+        Exit.NOT_FOUND,
+    )

@@ -1,5 +1,6 @@
-"""Moving sessions between databases: ``export`` and ``import``, in the
-wire format (:mod:`lash_machine.wire`), one ``StoredSession`` message."""
+"""Moving sessions: between databases with ``export`` and ``import``, in
+the wire format (:mod:`lash_machine.wire`), one ``StoredSession`` message;
+within one with ``copy``."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import json
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 
 from .. import wire
 from ..content import id_problem, json_problem, node_problem, time_problem
-from ..errors import HeadRevisionConflict, SessionDeleted, WireError
+from ..errors import HeadRevisionConflict, ParentTombstoned, SessionDeleted, WireError
 from ..graph import heal_graph
 from ..model import AgentFrame, SessionNode
 from ..persisted import GraphDelta, SessionCommit, StoredSession
@@ -24,7 +26,7 @@ from .progress import Progress
 from .render import printable
 from .target import open_store
 
-__all__ = ["export", "import_", "session_problem"]
+__all__ = ["copy", "export", "import_", "session_problem"]
 
 
 def export(args: argparse.Namespace) -> int:
@@ -314,3 +316,60 @@ def _surrogate_problem(value: str, what: str) -> str | None:
 def _short(text: str) -> str:
     shown = repr(text)
     return shown if len(shown) <= 60 else f"{shown[:57]}..."
+
+
+def copy(args: argparse.Namespace) -> int:
+    """``copy SESSION [--at NODE] [--as NEW]``: make a new session whose
+    history is SESSION's path up to NODE (its stored leaf by default), in
+    one transaction; the copy records where it came from. Prints the new
+    session's id, and nothing else, for scripts."""
+    target = target_of(args)
+    with open_store(target) as store:
+        source = find_session(store, target, args.session)
+        sid = printable(source.session_id)
+        node_id = None if args.at is None else _node_named(source, args.at)
+        new_id: str = args.as_ if args.as_ is not None else uuid.uuid4().hex
+        problem = id_problem(new_id, "--as")
+        if problem is not None:
+            raise CliError(problem, Exit.USAGE)
+        try:
+            store.fork_session(source.session_id, node_id, new_id)
+        except ParentTombstoned as error:  # tombstoned since it was read
+            raise CliError(
+                f"session {sid}: node {printable(error.node_id)} is no longer live: nothing copied",
+                Exit.NOT_FOUND,
+            ) from None
+        except HeadRevisionConflict:
+            raise CliError(
+                f"session {printable(new_id)} already exists in {target.label}: nothing copied",
+                Exit.CONFLICT,
+            ) from None
+        except SessionDeleted as error:
+            if error.session_id != new_id:
+                raise  # the source, deleted meanwhile: exit 3
+            raise CliError(
+                f"session {printable(new_id)} was deleted in {target.label}: its id is not used"
+                " again until `lash-machine purge` forgets the deletion; nothing copied",
+                Exit.CONFLICT,
+            ) from None
+    print(new_id)
+    return Exit.OK
+
+
+def _node_named(stored: StoredSession, wanted: str) -> str:
+    """The live node of ``stored`` that ``wanted`` names: its whole id, or a
+    prefix of exactly one (``show`` prints ids shortened)."""
+    ids = [node.node_id for node in stored.nodes]
+    if wanted in ids:
+        return wanted
+    matches = sorted({node_id for node_id in ids if wanted and node_id.startswith(wanted)})
+    sid = printable(stored.session_id)
+    if not matches:
+        raise CliError(f"session {sid} has no live node {printable(wanted)!r}", Exit.NOT_FOUND)
+    if len(matches) > 1:
+        raise CliError(
+            f"{printable(wanted)!r} is the start of {len(matches)} node ids of session {sid}:"
+            " give more of it",
+            Exit.NOT_FOUND,
+        )
+    return matches[0]
