@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import HeadRevisionConflict, TombstoneRefused
-from ..graph import heal_graph
+from ..graph import SessionGraph, heal_graph
 from ..persisted import GraphDelta, Reparent, SessionCommit
 from .exits import CliError, Exit
 from .lookup import exclusive, find_session, plural, stored_graph, target_of
@@ -23,9 +23,10 @@ __all__ = ["heal", "prune", "vacuum"]
 
 
 def prune(args: argparse.Namespace) -> int:
-    """``prune SESSION``: tombstone every orphan (``vacuum`` then removes
-    them for good). Refused while the graph needs repair (which nodes are
-    orphans is only meaningful on a well-formed graph) and while a worker
+    """``prune SESSION``: tombstone every orphan that is not pinned nor
+    above a pinned node (``vacuum`` then removes them for good). Refused
+    while the graph needs repair (which nodes are orphans is only
+    meaningful on a well-formed graph) and while a worker
     holds the session's lease (tombstones are not fenced: a worker could
     branch back onto a node being hidden). A commit that was already in
     flight when the lease was claimed can still land between the read and
@@ -38,14 +39,15 @@ def prune(args: argparse.Namespace) -> int:
         # Read under the lease: no commit can move the leaf between the
         # read and the tombstones.
         with exclusive(store, session_id):
-            graph = stored_graph(find_session(store, target, session_id))
+            stored = find_session(store, target, session_id)
+            graph = stored_graph(stored)
             if not heal_graph(graph)[1].is_clean:
                 raise CliError(
                     f"session {sid} needs repair before pruning:"
                     f" run `lash-machine heal {sid} --apply` first",
                     Exit.PROBLEMS,
                 )
-            orphan_ids = graph.orphan_ids()
+            orphan_ids = _prunable(graph, stored.pinned)
             try:
                 hidden = store.tombstone_nodes(session_id, orphan_ids) if orphan_ids else 0
             except TombstoneRefused:
@@ -60,6 +62,20 @@ def prune(args: argparse.Namespace) -> int:
         " (hidden from every read; `lash-machine vacuum` removes them for good)"
     )
     return Exit.OK
+
+
+def _prunable(graph: SessionGraph, pinned: tuple[str, ...]) -> tuple[str, ...]:
+    """The orphans prune hides: a pinned node stays, and so does every
+    ancestor of one (the store refuses to hide them, so asking would fail
+    the whole prune; a compaction pins what it replaced)."""
+    keep: set[str] = set()
+    for node_id in pinned:
+        current: str | None = node_id
+        while current is not None and current not in keep:
+            keep.add(current)
+            node = graph.get(current)
+            current = None if node is None else node.parent_id
+    return tuple(node_id for node_id in graph.orphan_ids() if node_id not in keep)
 
 
 def vacuum(args: argparse.Namespace) -> int:
