@@ -306,7 +306,9 @@ class Stack(RuleBasedStateMachine):
         nodes = self.unsaved(slot)
         state = slot.session.state
         assert state is not None
-        sends = state.dirty or state.head_revision is None
+        # A resent commit in doubt is answered when it was applied (nothing
+        # is written again), whoever holds the lease now.
+        sends = (state.dirty or state.head_revision is None) and state.in_doubt is None
         if slot.worker == "a":
             self.faulty.faults[:] = faults
             self.faulty.met.clear()
@@ -317,7 +319,8 @@ class Stack(RuleBasedStateMachine):
             self.faulty.faults.clear()
         preempted = any(fault != "lost-answer" for fault, _ in met)
         if slot.lease_lost and sends and not preempted:
-            assert isinstance(result, LeaseLost), (
+            fenced = LeaseLost if slot.session_id not in self.deleted else SessionDeleted
+            assert isinstance(result, LeaseLost | fenced), (
                 f"a worker whose lease was taken committed: {result}"
             )
             return
@@ -662,6 +665,8 @@ class Stack(RuleBasedStateMachine):
         finally:
             stage.close()
         committed, done = results if commit_first else results[::-1]
+        order = "commit-first" if commit_first else "operator-first"
+        SEEN[f"race-{action}-{order}:{type(committed).__name__}/{type(done).__name__}"] += 1
         if isinstance(committed, int):
             self.acknowledge(sid, nodes)
         if action == "delete" and done is True:
