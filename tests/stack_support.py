@@ -104,32 +104,38 @@ def postgres_place(postgres_dsn: str) -> Iterator[Place]:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
-def table_problems(place: Place) -> list[str]:
+def table_problems(place: Place, prefix: str) -> list[str]:
     """What the tables must never hold, whatever ran: node rows of no
     session, live nodes under a tombstoned or vanished parent, a stored
-    leaf that is not a live node, a live-node count that is off."""
+    leaf that is not a live node, a live-node count that is off (among
+    the sessions whose ids start with ``prefix``, a plain string)."""
+    mine = f"LIKE '{prefix}%'"
     problems: list[str] = []
     queries = {
         "node rows outlived their session": (
             "SELECT n.session_id, n.node_id FROM lash_nodes AS n WHERE NOT EXISTS"
             " (SELECT 1 FROM lash_sessions AS s WHERE s.session_id = n.session_id)"
+            f" AND n.session_id {mine}"
         ),
         "live nodes hang off a tombstoned or vanished parent": (
             "SELECT c.session_id, c.node_id, c.parent_id FROM lash_nodes AS c"
             " WHERE NOT c.tombstoned AND c.parent_id IS NOT NULL AND NOT EXISTS"
             " (SELECT 1 FROM lash_nodes AS p WHERE p.session_id = c.session_id"
             "  AND p.node_id = c.parent_id AND NOT p.tombstoned)"
+            f" AND c.session_id {mine}"
         ),
         "a stored leaf is not a live node": (
             "SELECT s.session_id, s.leaf_id FROM lash_sessions AS s WHERE s.leaf_id IS NOT NULL"
             " AND NOT EXISTS (SELECT 1 FROM lash_nodes AS n WHERE n.session_id = s.session_id"
             " AND n.node_id = s.leaf_id AND NOT n.tombstoned)"
+            f" AND s.session_id {mine}"
         ),
         "a live-node count is off": (
             "SELECT s.session_id, s.live_nodes, (SELECT count(*) FROM lash_nodes AS n"
             " WHERE n.session_id = s.session_id AND NOT n.tombstoned) AS live"
             " FROM lash_sessions AS s WHERE s.live_nodes <> (SELECT count(*) FROM lash_nodes AS n"
             " WHERE n.session_id = s.session_id AND NOT n.tombstoned)"
+            f" AND s.session_id {mine}"
         ),
     }
     for problem, query in queries.items():

@@ -87,6 +87,9 @@ _FULL = os.environ.get("LASH_MACHINE_STRESS", "") == "full"
 EXAMPLES = 200 if _FULL else 25
 STEPS = 60 if _FULL else 30
 
+#: The operator actions that tidy up (drawn most often).
+_TIDY = ("prune", "prune_through_the_store", "vacuum")
+
 #: The operator actions that end sessions (drawn less often than the rest).
 _ENDS = ("delete", "expire")
 
@@ -152,7 +155,7 @@ class Stack(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         Stack.examples += 1
-        prefix = f"x{Stack.examples}-"
+        prefix = self.prefix = f"x{Stack.examples}-"
         self.session_ids = [prefix + "a", prefix + _ODD]
         self.known: set[str] = set(self.session_ids)
         self.deleted: set[str] = set()
@@ -250,13 +253,17 @@ class Stack(RuleBasedStateMachine):
     def workers(self, leases: bool, second_leased: bool, warm: bool, bodies: list[Any]) -> None:
         """Two workers, and a first session worker ``a`` committed."""
         self.leases = leases
+        # Ids in order, so that an example replays the same choices.
         self.drivers["a"] = Driver(
             self.faulty,  # type: ignore[arg-type]
             lease_owner="worker-a" if leases else None,
             warm_cache=64 * 1024 * 1024 if warm else 0,
+            ids=self.fresh,
         )
         self.drivers["b"] = Driver(
-            self.stores["b"], lease_owner="worker-b" if leases and second_leased else None
+            self.stores["b"],
+            lease_owner="worker-b" if leases and second_leased else None,
+            ids=self.fresh,
         )
         session = self.drivers["a"].open(POLICY, self.session_ids[0], residency=self.residency)
         slot = self._add("a", session, self.residency)
@@ -277,7 +284,10 @@ class Stack(RuleBasedStateMachine):
     @precondition(lambda self: len(self.active()) < 4)
     @rule(data=st.data(), worker=st.sampled_from("ab"))
     def open(self, data: st.DataObject, worker: str) -> None:
-        session_id = data.draw(st.sampled_from(sorted(self.known)), "session")
+        session_id = data.draw(st.sampled_from([*sorted(self.known), ""]), "session")
+        if not session_id:  # a new one
+            session_id = self.fresh()
+            self.known.add(session_id)
         opened = self.call(
             lambda: self.drivers[worker].open(POLICY, session_id, residency=self.residency)
         )
@@ -405,6 +415,24 @@ class Stack(RuleBasedStateMachine):
         return [*dict.fromkeys(ids), "no-such-node"]
 
     @precondition(lambda self: self.active())
+    @rule(data=st.data(), bodies=st.lists(json_values, min_size=1, max_size=3))
+    def grow_a_branch(self, data: st.DataObject, bodies: list[Any]) -> None:
+        """Branch to a resident node, append, save: what leaves orphans."""
+        slot = data.draw(st.sampled_from(self.active()), "slot")
+        state = slot.session.state
+        assert state is not None
+        ids = [node.node_id for node in state.graph]
+        if ids:
+            self.call(lambda: slot.session.branch(data.draw(st.sampled_from(ids), "at")))
+        for body in bodies:
+            self.call(lambda b=body: slot.session.append(b))
+        nodes = self.unsaved(slot)
+        fenced = slot.lease_lost
+        if not isinstance(self.call(slot.session.save), LashMachineError):
+            assert not fenced or state.in_doubt is not None, "a fenced-out worker committed"
+            self.acknowledge(slot.session_id, nodes)
+
+    @precondition(lambda self: self.active())
     @rule(data=st.data())
     def branch(self, data: st.DataObject) -> None:
         slot = data.draw(st.sampled_from(self.active()), "slot")
@@ -449,9 +477,11 @@ class Stack(RuleBasedStateMachine):
         self.may_hide = True
         if everything:
             self.call(slot.session.tombstone_orphans)
-            return
-        target = data.draw(st.sampled_from(self._targets(slot)), "target")
-        self.call(lambda: slot.session.tombstone([target]))
+        else:
+            target = data.draw(st.sampled_from(self._targets(slot)), "target")
+            self.call(lambda: slot.session.tombstone([target]))
+        if data.draw(st.booleans(), "then vacuum"):
+            self.call(self.drivers[slot.worker].vacuum)  # the driver's own
 
     @precondition(lambda self: self.active())
     @rule(data=st.data(), pin=st.booleans())
@@ -516,14 +546,16 @@ class Stack(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        action=st.sampled_from(
-            ["prune", "prune", "prune_through_the_store", "vacuum", "vacuum", "heal", *_ENDS]
-        ),
+        action=st.sampled_from([*_TIDY, *_TIDY, "heal", *_ENDS]),
     )
     def operate(self, data: st.DataObject, action: str) -> None:
         """One operator action between the workers' steps (prune and vacuum
-        more often than the ones that end sessions)."""
+        more often than the ones that end sessions); a vacuum may follow,
+        as it would in a maintenance run."""
+        SEEN[f"operate:{action}"] += 1
         getattr(self, action)(data)
+        if action != "vacuum" and data.draw(st.booleans(), "then vacuum"):
+            self.vacuum(data)
 
     def _a_session(self, data: st.DataObject) -> str:
         return data.draw(st.sampled_from(sorted(self.known)), "session")
@@ -538,6 +570,7 @@ class Stack(RuleBasedStateMachine):
             expected = Exit.CONFLICT
         self.may_hide = True
         code = self.cli("prune", session_id)
+        SEEN[f"prune:{Exit(code).name}"] += 1
         assert code == expected, f"prune of {session_id!r} exited {code}, not {expected}"
 
     def _leased(self, session_id: str) -> bool:
@@ -552,13 +585,19 @@ class Stack(RuleBasedStateMachine):
             return
         self.may_hide = True
         orphans = SessionGraph.from_nodes(stored.nodes, stored.leaf_id).orphan_ids()
+        if orphans and data.draw(st.booleans(), "just one"):
+            # One node, whatever hangs under it: the store must refuse to
+            # hide a parent of a live node.
+            orphans = (data.draw(st.sampled_from(orphans), "orphan"),)
         self.call(lambda: self.operator.tombstone_nodes(session_id, orphans))
 
     def vacuum(self, data: st.DataObject) -> None:
         if data.draw(st.booleans(), "through the command line"):
             assert self.cli("vacuum") == Exit.OK
         else:
-            self.operator.vacuum()
+            removed = self.operator.vacuum().nodes_removed
+            SEEN["nodes-vacuumed"] += removed
+            SEEN[f"vacuum:{'removed' if removed else 'nothing'}"] += 1
 
     def heal(self, data: st.DataObject) -> None:
         """``lash-machine heal --apply``: a stored graph never needs it."""
@@ -578,7 +617,7 @@ class Stack(RuleBasedStateMachine):
 
     def expire(self, data: st.DataObject) -> None:
         """Expire what is idle since some session's last commit."""
-        dry_run = data.draw(st.booleans(), "dry run")
+        dry_run = data.draw(st.sampled_from([True, True, False]), "dry run")
         mine = [i for i in self.operator.list_sessions() if i.session_id in self.known]
         if not mine:
             return
@@ -698,7 +737,7 @@ class Stack(RuleBasedStateMachine):
             self._compactions_keep_their_history(stored)
             self._nothing_vanished_unless_hidden(session_id, stored)
             self._acknowledged_are_readable(session_id, stored)
-        problems = table_problems(self.place)
+        problems = table_problems(self.place, self.prefix)
         assert problems == [], problems
         self.last = now
         self.may_hide = False
@@ -727,6 +766,7 @@ class Stack(RuleBasedStateMachine):
         allowed = _hideable(before)
         assert vanished <= allowed, f"{session_id!r}: hid {sorted(vanished - allowed)}"
         self.hidden.setdefault(session_id, set()).update(vanished)
+        SEEN["nodes-hidden"] += len(vanished)
 
     def _acknowledged_are_readable(self, session_id: str, stored: StoredSession) -> None:
         by_id = {node.node_id: node for node in stored.nodes}
