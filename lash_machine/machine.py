@@ -626,9 +626,34 @@ def _pin(state: MachineState, event: ev.Pin | ev.Unpin) -> tuple[MachineState, E
     if not known and state.residency is Residency.KEEP_ALL:
         raise _refuse(state, event, f"no node {event.node_id!r} in the session")
     # Not resident under ACTIVE_PATH_ONLY: the store checks the node at commit.
+    if isinstance(event, ev.Unpin):
+        holder = _compaction_of(session.graph, event.node_id)
+        if holder is not None:
+            raise _refuse(
+                state,
+                event,
+                f"node {event.node_id!r} is kept by compaction {holder!r}: uncompact it instead",
+            )
     changes = _pin_change(session, event.node_id, isinstance(event, ev.Pin))
     session = evolve(session, pin_changes=changes, dirty=True)
     return _with_session(state, session), [_updated(session)]
+
+
+def _compaction_of(graph: SessionGraph, node_id: str) -> str | None:
+    """The resident summary still in effect (the leaf, or a parent) whose
+    pin keeps what it replaced, up to ``node_id``; ``None`` when there is
+    none. Its pin is the compaction's: only :class:`~.events.Uncompact`
+    takes it back, or prune could hide the replaced history."""
+    summaries: dict[str, Summary] = {}
+    for node in graph:
+        found = read_summary(node) if node.kind is NodeKind.SUMMARY else None
+        if found is not None and found.through == node_id:
+            summaries[node.node_id] = found
+    if not summaries:
+        return None
+    if graph.leaf_id in summaries:
+        return graph.leaf_id
+    return next((n.parent_id for n in graph if n.parent_id in summaries), None)
 
 
 def _fork(state: MachineState, event: ev.Fork) -> tuple[MachineState, Effects]:

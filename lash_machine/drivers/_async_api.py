@@ -166,7 +166,10 @@ class AsyncSession(SessionFacts, abc.ABC):
         await self._call(ev.Pin(node_id))
 
     async def unpin(self, node_id: str) -> None:
-        """Take a pin back (written by the next commit)."""
+        """Take a pin back (written by the next commit). The pin of a
+        compaction in effect is refused with
+        :class:`~lash_machine.errors.InvalidEvent`: :meth:`uncompact` takes
+        it back."""
         await self._call(ev.Unpin(node_id))
 
     async def fork(

@@ -168,7 +168,10 @@ class BlockingSession(SessionFacts, abc.ABC):
         self._call(ev.Pin(node_id))
 
     def unpin(self, node_id: str) -> None:
-        """Take a pin back (written by the next commit)."""
+        """Take a pin back (written by the next commit). The pin of a
+        compaction in effect is refused with
+        :class:`~lash_machine.errors.InvalidEvent`: :meth:`uncompact` takes
+        it back."""
         self._call(ev.Unpin(node_id))
 
     def fork(self, node_id: str | None = None, new_session_id: str | None = None) -> ParkedSession:
