@@ -67,6 +67,7 @@ __all__ = [
     "GraphCheck",
     "OpenAIToolCalls",
     "Problem",
+    "addition_nodes",
     "checks_named",
 ]
 
@@ -116,6 +117,25 @@ class GraphCheck(Protocol):
     def repairs(self, path: Sequence[SessionNode]) -> tuple[Addition, ...]:
         """What to append to ``path`` so that it passes."""
         ...
+
+
+def addition_nodes(
+    additions: Sequence[Addition],
+    node_ids: Sequence[str],
+    leaf_id: str | None,
+    frame_id: str | None,
+    now: float,
+) -> tuple[SessionNode, ...]:
+    """The nodes a :class:`~lash_machine.events.Repair` appends: the
+    addition at each place gets the id at the same place of ``node_ids``,
+    the first hangs under ``leaf_id``, each next one under the one before,
+    all in ``frame_id`` at ``now``."""
+    nodes: list[SessionNode] = []
+    parent = leaf_id
+    for node_id, addition in zip(node_ids, additions, strict=True):
+        nodes.append(SessionNode(node_id, parent, addition.kind, addition.body, frame_id, now))
+        parent = node_id
+    return tuple(nodes)
 
 
 #: What a repaired call's result says by default.

@@ -32,6 +32,7 @@ import immutables
 from . import effects as fx
 from . import events as ev
 from ._records import evolve
+from .checks import addition_nodes
 from .compaction import Summary, read_summary, summary_body
 from .content import id_problem, json_problem, node_problem, time_problem
 from .errors import (
@@ -564,13 +565,10 @@ def _repair(state: MachineState, event: ev.Repair) -> tuple[MachineState, Effect
             event,
             f"{len(event.additions)} additions need as many node ids, got {len(event.node_ids)}",
         )
-    nodes: list[SessionNode] = []
-    parent = session.graph.leaf_id
     frame_id = session.current_frame_id or None
-    for node_id, addition in zip(event.node_ids, event.additions, strict=True):
-        node = SessionNode(node_id, parent, addition.kind, addition.body, frame_id, event.now)
-        nodes.append(node)
-        parent = node_id
+    nodes = addition_nodes(
+        event.additions, event.node_ids, session.graph.leaf_id, frame_id, event.now
+    )
     session = _append_nodes(state, event, nodes)
     repaired = fx.SessionRepaired(session.session_id, event.check, event.node_ids)
     return evolve(state, session=session), [fx.EmitLifecycle(repaired), _updated(session)]
