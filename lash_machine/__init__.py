@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import effects, events
 from .errors import (
+    CheckFailed,
     CommitOutcomeUnknown,
     CorruptRow,
     DriverClosed,
@@ -63,6 +64,7 @@ __all__ = [
     "JSON",
     "UNCONFIGURED_POLICY",
     "AgentFrame",
+    "CheckFailed",
     "CommitOutcomeUnknown",
     "CorruptRow",
     "DriverClosed",

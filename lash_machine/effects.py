@@ -57,6 +57,7 @@ __all__ = [
     "SessionHealed",
     "SessionOpened",
     "SessionParked",
+    "SessionRepaired",
     "SessionRestored",
     "SessionSaved",
     "StoreRead",
@@ -196,6 +197,17 @@ class SessionHealed:
 
 
 @attrs.frozen
+class SessionRepaired:
+    """The check ``check`` found problems on the active path and its repair
+    appended the nodes ``node_ids`` (the last is the leaf); the next commit
+    writes them."""
+
+    session_id: str
+    check: str
+    node_ids: tuple[str, ...]
+
+
+@attrs.frozen
 class SessionSaved:
     """A commit succeeded."""
 
@@ -231,6 +243,7 @@ LifecycleEvent: TypeAlias = (
     SessionOpened
     | SessionRestored
     | SessionHealed
+    | SessionRepaired
     | SessionSaved
     | CommitConflict
     | SessionParked

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 __all__ = [
+    "CheckFailed",
     "CommitOutcomeUnknown",
     "DriverClosed",
     "ErrorCode",
@@ -65,6 +66,7 @@ class ErrorCode(enum.StrEnum):
     TRANSPORT_ERROR = "transport_error"
     PROTOCOL_ERROR = "protocol_error"
     CANCELLED = "cancelled"
+    CHECK_FAILED = "check_failed"
 
 
 class LashMachineError(Exception):
@@ -370,6 +372,22 @@ class StoreFailure(StoreError):
         super().__init__(f"{operation} failed ({code}): {message}")
 
 
+class CheckFailed(LashMachineError):
+    """A host's check (:class:`~lash_machine.checks.GraphCheck`) raised, or
+    proposed a repair the machine refused (``reason`` says which and
+    why; the original error is chained). The session was closed without
+    saving anything, so the store is as it was: fix the check and open or
+    resume again."""
+
+    code = ErrorCode.CHECK_FAILED
+
+    def __init__(self, check: str, session_id: str, reason: str) -> None:
+        self.check = check
+        self.session_id = session_id
+        self.reason = reason
+        super().__init__(f"session {session_id!r}: check {check!r} failed: {reason}")
+
+
 class DriverClosed(LashMachineError):
     """The driver was closed (its worker threads stopped): it carries out
     nothing more. Sessions it opened can no longer save; make a new driver
@@ -400,6 +418,7 @@ _BY_CODE: dict[ErrorCode, type[LashMachineError]] = {
         ModelSpecMissing,
         InvalidEvent,
         WireError,
+        CheckFailed,
     )
 }
 

@@ -12,6 +12,7 @@ from typing import TypeAlias
 
 import attrs
 
+from .checks import Addition
 from .errors import ErrorCode
 from .model import JSON, ParkedSession, Residency, SessionNode, SessionPolicy
 from .persisted import SessionStamp, StoredSession
@@ -43,6 +44,7 @@ __all__ = [
     "Restore",
     "Result",
     "Resume",
+    "Repair",
     "Save",
     "SetCheckpoint",
     "StampRead",
@@ -122,6 +124,23 @@ class Append:
     """
 
     nodes: tuple[SessionNode, ...]
+
+
+@attrs.frozen
+class Repair:
+    """Append what the check ``check`` proposed (see
+    :mod:`lash_machine.checks`): one node per addition, with the id at the
+    same place in ``node_ids``, each under the one before it and the first
+    under the leaf, in the current frame, created at ``now``; the last one
+    becomes the leaf. Checked as an :class:`Append` is; the next commit
+    writes it. Lifecycle listeners hear
+    :class:`~lash_machine.effects.SessionRepaired`.
+    """
+
+    check: str
+    additions: tuple[Addition, ...]
+    node_ids: tuple[str, ...]
+    now: float
 
 
 @attrs.frozen
@@ -360,6 +379,7 @@ Command: TypeAlias = (
     | Restore
     | Resume
     | Append
+    | Repair
     | BranchTo
     | Save
     | Park

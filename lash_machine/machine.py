@@ -32,6 +32,7 @@ import immutables
 from . import effects as fx
 from . import events as ev
 from ._records import evolve
+from .checks import addition_nodes
 from .compaction import Summary, read_summary, summary_body
 from .content import id_problem, json_problem, node_problem, time_problem
 from .errors import (
@@ -515,14 +516,22 @@ def _opening_failed(state: MachineState, event: ev.EffectFailed) -> tuple[Machin
 
 
 def _append(state: MachineState, event: ev.Append) -> tuple[MachineState, Effects]:
-    session = _session(state)
     _check_settled(state, event)
     if not event.nodes:
         raise _refuse(state, event, "nothing to append")
+    session = _append_nodes(state, event, event.nodes)
+    return evolve(state, session=session), [_updated(session)]
+
+
+def _append_nodes(state: MachineState, event: object, nodes: Sequence[SessionNode]) -> SessionState:
+    """The session with ``nodes`` appended (the last becomes the leaf), or
+    the refusal: each node must be storable (rule 5), its id new, its
+    parent ``None``, resident, or an earlier node of ``nodes``."""
+    session = _session(state)
     graph = session.graph
     added: list[SessionNode] = []
     ids: set[str] = set()
-    for node in event.nodes:
+    for node in nodes:
         _check(state, event, node_problem(node))
         if not isinstance(node.kind, NodeKind):
             node = evolve(node, kind=NodeKind(node.kind))  # noqa: PLW2901
@@ -538,8 +547,31 @@ def _append(state: MachineState, event: ev.Append) -> tuple[MachineState, Effect
         added.append(node)
         ids.add(node.node_id)
     graph = graph.extended(added, added[-1].node_id)
-    session = evolve(session, graph=graph, dirty=True)
-    return evolve(state, session=session), [_updated(session)]
+    return evolve(session, graph=graph, dirty=True)
+
+
+def _repair(state: MachineState, event: ev.Repair) -> tuple[MachineState, Effects]:
+    """A check's additions, appended in a chain from the leaf (they only
+    append: no stored node is touched, rule 4)."""
+    session = _session(state)
+    _check_settled(state, event)
+    _check(state, event, id_problem(event.check, "check name"))
+    _check(state, event, time_problem(event.now, "now"))
+    if not event.additions:
+        raise _refuse(state, event, f"check {event.check!r} proposed nothing to append")
+    if len(event.node_ids) != len(event.additions):
+        raise _refuse(
+            state,
+            event,
+            f"{len(event.additions)} additions need as many node ids, got {len(event.node_ids)}",
+        )
+    frame_id = session.current_frame_id or None
+    nodes = addition_nodes(
+        event.additions, event.node_ids, session.graph.leaf_id, frame_id, event.now
+    )
+    session = _append_nodes(state, event, nodes)
+    repaired = fx.SessionRepaired(session.session_id, event.check, event.node_ids)
+    return evolve(state, session=session), [fx.EmitLifecycle(repaired), _updated(session)]
 
 
 def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, Effects]:
@@ -1261,6 +1293,7 @@ TRANSITIONS: dict[tuple[Phase, type], tuple[Handler, frozenset[Phase]]] = {
     (OPENING, ev.StampRead): (_stamp_read, frozenset({OPENING, ACTIVE, CLOSED, PARKED})),
     (OPENING, ev.EffectFailed): (_opening_failed, frozenset({CLOSED, PARKED})),
     (ACTIVE, ev.Append): (_append, frozenset({ACTIVE})),
+    (ACTIVE, ev.Repair): (_repair, frozenset({ACTIVE})),
     (ACTIVE, ev.BranchTo): (_branch_to, frozenset({ACTIVE})),
     (ACTIVE, ev.ApplyToolState): (_apply_tool_state, frozenset({ACTIVE})),
     (ACTIVE, ev.RecordPluginState): (_record_plugin_state, frozenset({ACTIVE})),

@@ -14,6 +14,7 @@ CORE = [
     "content",
     "_records",
     "compaction",
+    "checks",
     "graph",
     "persisted",
     "state",

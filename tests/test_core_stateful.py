@@ -28,6 +28,7 @@ from lash_machine import (
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
+from lash_machine.checks import OPENAI_TOOL_CALLS
 from lash_machine.compaction import read_summary
 from lash_machine.drivers.store_effects import carry_out
 from lash_machine.persisted import FullGraph, GraphDelta, SessionCommit
@@ -151,6 +152,36 @@ class Lifecycle(RuleBasedStateMachine):
             nodes.append(SessionNode(node_id, parent, kind, {"i": node_id}, None, 2.0))
             parent = node_id
         self.feed(ev.Append(tuple(nodes)))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule(calls=st.integers(1, 2))
+    def tool_call(self, calls: int) -> None:
+        """The model asks for tools; nobody answers (until a repair does)."""
+        session = self.state.session
+        assert session is not None
+        node_id = self.fresh()
+        asked = [{"id": f"{node_id}-{i}", "function": {"name": "t"}} for i in range(calls)]
+        body = {"role": "assistant", "tool_calls": asked}
+        node = SessionNode(node_id, session.graph.leaf_id, NodeKind.MESSAGE, body, None, 2.0)
+        self.feed(ev.Append((node,)))
+
+    @precondition(lambda self: self.state.phase is Phase.ACTIVE)
+    @rule()
+    def repair(self) -> None:
+        session = self.state.session
+        assert session is not None
+        additions = OPENAI_TOOL_CALLS.repairs(session.graph.active_path())
+        if not additions:
+            return
+        before = {n.node_id: n for n in session.graph}
+        node_ids = tuple(self.fresh() for _ in additions)
+        self.feed(ev.Repair(OPENAI_TOOL_CALLS.name, additions, node_ids, 3.0))
+        after = self.state.session
+        assert after is not None
+        if after.in_doubt is None:
+            assert OPENAI_TOOL_CALLS.problems(after.graph.active_path()) == ()
+            # Only appended: every node there before is there unchanged.
+            assert all(after.graph.get(k) == n for k, n in before.items())
 
     @precondition(lambda self: self.state.phase is Phase.ACTIVE)
     @rule(data=st.data())

@@ -13,6 +13,7 @@ from machine_helpers import PHASES, POLICY, node, request_of, run, stored
 from lash_machine import MachineState, Phase, ProtocolError, Residency, step, wire
 from lash_machine import effects as fx
 from lash_machine import events as ev
+from lash_machine.checks import Addition
 from lash_machine.machine import TRANSITIONS, mermaid
 from lash_machine.state import Purpose, WarmSession
 
@@ -38,6 +39,10 @@ VALID: dict[type, Prepare] = {
     ev.Restore: lambda s: (s, ev.Restore(PHASES[Phase.ACTIVE]().session, POLICY, 2.0)),  # type: ignore[arg-type]
     ev.Resume: lambda s: (s, ev.Resume(PHASES[Phase.PARKED]().parked, 3.0)),  # type: ignore[arg-type]
     ev.Append: lambda s: (s, ev.Append((node("z", "b"),))),
+    ev.Repair: lambda s: (
+        s,
+        ev.Repair("a-check", (Addition({"role": "tool", "tool_call_id": "c1"}),), ("r1",), 2.0),
+    ),
     ev.BranchTo: lambda s: (s, ev.BranchTo("c")),
     ev.ApplyToolState: lambda s: (s, ev.ApplyToolState(0, {"tools": []})),
     ev.RecordPluginState: lambda s: (s, ev.RecordPluginState({"p": 1})),

@@ -4,6 +4,7 @@ driven over HTTP in test_web_examples.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,21 @@ def test_the_compacting_chat_keeps_its_context_short_and_its_history(tmp_path: P
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_tool_crash_example_recovers_with_an_interrupted_result(tmp_path: Path) -> None:
+    lines = _run("tool_crash_trio.py", tmp_path).splitlines()
+    assert lines[:4] == [
+        "run 1: the model asked for get_weather (call_1); the tool runs",
+        "run 1 died with exit status 1",
+        "run 2: openai-tool-calls appended 1 node(s) on open",
+        "run 2: the model answers: The weather lookup was cut short. Try again?",
+    ]
+    assert lines[4] == "stored at head revision 2:"
+    stored = [json.loads(line) for line in lines[5:]]
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
+    assert stored[2] == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "the tool call was interrupted before it returned a result",
+    }

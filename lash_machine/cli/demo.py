@@ -167,6 +167,8 @@ def _lifecycle(event: fx.LifecycleEvent) -> str:
         )
     if isinstance(event, fx.SessionHealed):
         return "SessionHealed(the graph was repaired)"
+    if isinstance(event, fx.SessionRepaired):
+        return f"SessionRepaired({event.check} appended {len(event.node_ids)} nodes)"
     if isinstance(event, fx.SessionSaved):
         return f"SessionSaved(head revision {event.head_revision})"
     if isinstance(event, fx.CommitConflict):

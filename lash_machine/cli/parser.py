@@ -14,11 +14,20 @@ import time
 from collections.abc import Callable
 
 from .. import __version__
+from ..checks import CHECKS, GraphCheck, checks_named
 from . import maintain, reading, retention, transfer, upgrade
 from .demo import run_demo
 from .exits import EXIT_CODES_HELP, EXIT_CODES_POINTER
 
-__all__ = ["build_parser", "duration", "duration_seconds", "positive", "since", "since_time"]
+__all__ = [
+    "build_parser",
+    "check_names",
+    "duration",
+    "duration_seconds",
+    "positive",
+    "since",
+    "since_time",
+]
 
 _DESCRIPTION = """\
 Look after lash-machine sessions stored in SQLite or PostgreSQL, or watch one
@@ -52,6 +61,14 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def check_names(text: str) -> tuple[GraphCheck, ...]:
+    """An argparse type: shipped checks by name, separated by commas."""
+    try:
+        return checks_named(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 #: Seconds per unit of a duration (``30d``).
@@ -236,10 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
         "graph in memory. Exit 1 when any session needs repair or has a corrupt row.\n\n"
         "--json prints an array of objects with session_id, status (ok,\n"
         "needs_repair or corrupt), nodes (the live node count; null when corrupt)\n"
-        "and problems (one sentence each).",
+        "and problems (one sentence each).\n\n"
+        "--checks NAME[,NAME] also runs content checks on each (healed) active\n"
+        "path: a session whose path fails one has the status fails_check, and\n"
+        "exit 1. The checks are: " + ", ".join(sorted(CHECKS)) + " (tool calls\n"
+        "left without a result). A driver given the same checks appends their\n"
+        "repairs when it opens the session; this command only reports.",
     )
     check.add_argument("session", metavar="SESSION", nargs="?", help="only this session")
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
+    check.add_argument(
+        "--checks",
+        metavar="NAME[,NAME]",
+        type=check_names,
+        default=(),
+        help="content checks to run on each active path (" + ", ".join(sorted(CHECKS)) + ")",
+    )
 
     heal = command(
         "heal",

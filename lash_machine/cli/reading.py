@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from .. import wire
+from ..checks import GraphCheck
 from ..errors import CorruptRow
 from ..graph import SessionGraph, heal_graph
 from ..persisted import FullGraph, StoredSession
@@ -247,12 +248,14 @@ def _orphan_notes(node_id: str, marks: Marks) -> str:
 @attrs.frozen
 class _Checked:
     session_id: str
-    status: str  # "ok", "needs_repair" or "corrupt"
+    status: str  # "ok", "needs_repair", "fails_check" or "corrupt"
     nodes: int | None
     problems: tuple[str, ...]
 
 
-def _check_one(store: SessionStore, session_id: str) -> _Checked | None:
+def _check_one(
+    store: SessionStore, session_id: str, checks: tuple[GraphCheck, ...]
+) -> _Checked | None:
     try:
         stored = store.load_graph(session_id, FullGraph())
     except CorruptRow as error:
@@ -260,17 +263,28 @@ def _check_one(store: SessionStore, session_id: str) -> _Checked | None:
     if stored is None:  # deleted since it was listed
         return None
     graph = stored_graph(stored)
-    report = heal_graph(graph)[1]
-    if report.is_clean:
-        return _Checked(session_id, "ok", len(graph), ())
-    return _Checked(session_id, "needs_repair", len(graph), tuple(repair_lines(report)))
+    healed, report = heal_graph(graph)
+    # The checks see the path a driver would hand them: the healed one.
+    path = healed.active_path() if checks else ()
+    found = tuple(
+        f"{problem.check}: {problem.message}"
+        for check in checks
+        for problem in check.problems(path)
+    )
+    if not report.is_clean:
+        return _Checked(session_id, "needs_repair", len(graph), (*repair_lines(report), *found))
+    if found:
+        return _Checked(session_id, "fails_check", len(graph), found)
+    return _Checked(session_id, "ok", len(graph), ())
 
 
 def check(args: argparse.Namespace) -> int:
-    """``check [SESSION]``: read every session (or one) in full, decode every
-    row and heal every graph in memory; exit 1 when any needs repair or
-    holds a corrupt row. Nothing is written."""
+    """``check [SESSION] [--checks NAME,...]``: read every session (or one)
+    in full, decode every row and heal every graph in memory, then run the
+    content checks named on each healed active path; exit 1 when any needs
+    repair, fails a check or holds a corrupt row. Nothing is written."""
     target = target_of(args)
+    checks: tuple[GraphCheck, ...] = args.checks
     with open_store(target) as store:
         if args.session is not None:
             try:
@@ -284,7 +298,7 @@ def check(args: argparse.Namespace) -> int:
         try:
             for done, session_id in enumerate(session_ids):
                 progress.count(done, len(session_ids), "sessions")
-                checked = _check_one(store, session_id)
+                checked = _check_one(store, session_id, checks)
                 if checked is not None:
                     results.append(checked)
             progress.count(len(session_ids), len(session_ids), "sessions")
@@ -294,7 +308,7 @@ def check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([attrs.asdict(r) for r in results], indent=2))
         return Exit.PROBLEMS if bad else Exit.OK
-    labels = {"ok": "ok", "needs_repair": "REPAIR", "corrupt": "CORRUPT"}
+    labels = {"ok": "ok", "needs_repair": "REPAIR", "fails_check": "FAILS", "corrupt": "CORRUPT"}
     for r in results:
         nodes = "" if r.nodes is None else plural(r.nodes, "node")
         print(f"{labels[r.status]:<8} {printable(r.session_id)}  {nodes}".rstrip())
@@ -305,11 +319,18 @@ def check(args: argparse.Namespace) -> int:
         print(f"{summary}: all ok")
         return Exit.OK
     repair = sum(r.status == "needs_repair" for r in results)
-    corrupt = len(bad) - repair
+    failing = sum(r.status == "fails_check" for r in results)
+    corrupt = len(bad) - repair - failing
     verb = "needs" if repair == 1 else "need"
-    print(f"{summary}: {repair} {verb} repair, {corrupt} with corrupt rows")
+    fails = f", {failing} {'fails' if failing == 1 else 'fail'} a check" if checks else ""
+    print(f"{summary}: {repair} {verb} repair{fails}, {corrupt} with corrupt rows")
     if repair:
         print("repair a graph with `lash-machine heal SESSION --apply`")
+    if failing:
+        print(
+            "open or resume those sessions with a driver given the same checks"
+            " (Driver(store, checks=[...])): it appends their repairs"
+        )
     if corrupt:
         print("a corrupt row cannot be healed: fix or delete it by hand, or import an export")
     return Exit.PROBLEMS

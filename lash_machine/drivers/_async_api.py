@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from .. import effects as fx
 from .. import events as ev
-from ..errors import ProtocolError
+from ..errors import CheckFailed, InvalidEvent, ProtocolError
 from ..model import JSON, NodeKind, ParkedSession, Residency, SessionNode, SessionPolicy
 from ..persisted import VacuumReport
 from ..state import SessionState
@@ -71,6 +71,23 @@ class AsyncSession(SessionFacts, abc.ABC):
     async def _renew(self) -> Lease:
         async with self._lock:
             return await self._drive(self._core.begin_renewal())  # type: ignore[no-any-return]
+
+    async def _run_checks(self) -> None:
+        """Run the driver's checks on the active path and append their
+        repairs; a check that fails closes the session unsaved (see
+        :class:`~._base.DriverBase`)."""
+        for check in self._core.checks:
+            try:
+                command = self._core.repair(check)
+                if command is not None:
+                    await self._call(command)
+            except (CheckFailed, InvalidEvent) as error:
+                session_id = self._core.session_id
+                await self._call(ev.Close(discard=True))
+                if isinstance(error, CheckFailed):
+                    raise
+                reason = f"the session refused its repair: {error}"
+                raise CheckFailed(check.name, session_id, reason) from error
 
     # ---- the lease --------------------------------------------------------------------
 
@@ -150,6 +167,7 @@ class AsyncSession(SessionFacts, abc.ABC):
         warm = self._core.warm_for(parked.session_id)
         command = ev.Resume(parked, self._core.clock(), residency, writer=new_id(), warm=warm)
         await self._call(command, parked.session_id)
+        await self._run_checks()
 
     async def close(self, *, discard: bool = False) -> None:
         """Leave the session. Uncommitted changes raise
@@ -251,6 +269,7 @@ class AsyncDriver(DriverBase, Generic[S], abc.ABC):
         command, claim = start
         session = self._session(self._new_loop())
         await session._call(command, claim)
+        await session._run_checks()
         return session
 
     async def open(

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .. import events as ev
+from ..checks import GraphCheck
+from ..content import id_problem
 from ..errors import DriverClosed
 from ..model import ParkedSession, Residency, SessionPolicy
 from ..state import SessionState
@@ -65,6 +67,18 @@ class DriverBase:
     session reads one small row instead of every node when nothing changed
     in the store since it parked, and reads as usual otherwise.
 
+    ``checks``: the host's :class:`~lash_machine.checks.GraphCheck` s (such
+    as :data:`~lash_machine.checks.OPENAI_TOOL_CALLS`), run in order on the
+    active path after every open, restore and resume. What a check proposes
+    is appended at once (one :class:`~lash_machine.events.Repair` each,
+    heard as :class:`~lash_machine.effects.SessionRepaired`) and, like the
+    repairs healing makes, written by the session's next save or park: the
+    open itself writes nothing, so it cannot conflict, and a session that is
+    only looked at is closed with ``discard=True`` (the next open proposes
+    the same repair again). A check that raises, or proposes what the
+    machine refuses, closes the session unsaved and raises
+    :class:`~lash_machine.errors.CheckFailed`.
+
     :meth:`close` ends the driver: every later call of it or of its
     sessions raises :class:`~lash_machine.errors.DriverClosed`.
     """
@@ -80,9 +94,12 @@ class DriverBase:
         lease_owner: str | None = None,
         lease_ttl: float = 30.0,
         warm_cache: int = 64 * 1024 * 1024,
+        checks: Iterable[GraphCheck] = (),
     ) -> None:
         if store is not None and runner is not None:
             raise ValueError("give a store or a runner, not both")
+        #: The checks run after every open, restore and resume, in order.
+        self.checks = _checked(checks)
         self._leases: LeaseStore | None = None
         if lease_owner is not None:
             if not isinstance(store, LeaseStore):
@@ -133,6 +150,7 @@ class DriverBase:
             lease=keeper,
             closed=lambda: self._closed,
             warm=self.warm_cache if self.runner is not None else None,
+            checks=self.checks,
         )
 
     def _local_store(self, what: str) -> SessionStore:
@@ -175,3 +193,22 @@ class DriverBase:
         warm = self.warm_cache.get(parked.session_id)
         command = ev.Resume(parked, self._clock(), residency, writer=new_id(), warm=warm)
         return command, parked.session_id
+
+
+def _checked(checks: Iterable[GraphCheck]) -> tuple[GraphCheck, ...]:
+    """``checks`` as a tuple, each a check with a usable, unique name."""
+    if isinstance(checks, GraphCheck):
+        checks = (checks,)  # one check where a list was meant: a common slip
+    found: dict[str, GraphCheck] = {}
+    for check in checks:
+        if not isinstance(check, GraphCheck):
+            raise TypeError(
+                f"checks must be GraphChecks (name, problems, repairs), got {type(check).__name__}"
+            )
+        problem = id_problem(check.name, "a check's name")
+        if problem is not None:
+            raise ValueError(problem)
+        if check.name in found:
+            raise ValueError(f"two checks are named {check.name!r}")
+        found[check.name] = check
+    return tuple(found.values())

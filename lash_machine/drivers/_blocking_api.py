@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from .. import effects as fx
 from .. import events as ev
-from ..errors import ProtocolError
+from ..errors import CheckFailed, InvalidEvent, ProtocolError
 from ..model import JSON, NodeKind, ParkedSession, Residency, SessionNode, SessionPolicy
 from ..persisted import VacuumReport
 from ..state import SessionState
@@ -73,6 +73,23 @@ class BlockingSession(SessionFacts, abc.ABC):
     def _renew(self) -> Lease:
         with self._lock:
             return self._drive(self._core.begin_renewal())  # type: ignore[no-any-return]
+
+    def _run_checks(self) -> None:
+        """Run the driver's checks on the active path and append their
+        repairs; a check that fails closes the session unsaved (see
+        :class:`~._base.DriverBase`)."""
+        for check in self._core.checks:
+            try:
+                command = self._core.repair(check)
+                if command is not None:
+                    self._call(command)
+            except (CheckFailed, InvalidEvent) as error:
+                session_id = self._core.session_id
+                self._call(ev.Close(discard=True))
+                if isinstance(error, CheckFailed):
+                    raise
+                reason = f"the session refused its repair: {error}"
+                raise CheckFailed(check.name, session_id, reason) from error
 
     # ---- the lease --------------------------------------------------------------------
 
@@ -152,6 +169,7 @@ class BlockingSession(SessionFacts, abc.ABC):
         warm = self._core.warm_for(parked.session_id)
         command = ev.Resume(parked, self._core.clock(), residency, writer=new_id(), warm=warm)
         self._call(command, parked.session_id)
+        self._run_checks()
 
     def close(self, *, discard: bool = False) -> None:
         """Leave the session. Uncommitted changes raise
@@ -251,6 +269,7 @@ class BlockingDriver(DriverBase, Generic[S], abc.ABC):
         command, claim = start
         session = self._session(self._new_loop())
         session._call(command, claim)
+        session._run_checks()
         return session
 
     def open(

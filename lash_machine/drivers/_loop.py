@@ -36,7 +36,9 @@ import attrs
 
 from .. import effects as fx
 from .. import events as ev
+from ..checks import Addition, GraphCheck
 from ..errors import (
+    CheckFailed,
     DriverClosed,
     ErrorCode,
     ProtocolError,
@@ -123,8 +125,10 @@ class SessionLoop:
         lease: LeaseKeeper | None = None,
         closed: Callable[[], bool] = lambda: False,
         warm: WarmCache | None = None,
+        checks: tuple[GraphCheck, ...] = (),
     ) -> None:
         self.state = MachineState.initial()
+        self.checks = checks
         self.runner = runner
         self.hooks = hooks
         self.clock = clock
@@ -345,6 +349,28 @@ class SessionLoop:
         """The copy of the session this driver kept when it parked it."""
         return None if self.warm is None else self.warm.get(session_id)
 
+    def repair(self, check: GraphCheck) -> ev.Repair | None:
+        """The command that appends what ``check`` proposes for the active
+        path (``None``: it proposes nothing). Raises
+        :class:`~lash_machine.errors.CheckFailed` when the check raises or
+        proposes something other than additions."""
+        session = self.active("Repair")
+        try:
+            additions = tuple(check.repairs(session.graph.active_path()))
+        except Exception as error:  # the host's code: reported as the check's failure
+            raise CheckFailed(check.name, session.session_id, _raised(error)) from error
+        if not additions:
+            return None
+        wrong = next((a for a in additions if not isinstance(a, Addition)), None)
+        if wrong is not None:
+            raise CheckFailed(
+                check.name,
+                session.session_id,
+                f"repairs() returned a {type(wrong).__name__}, not an Addition",
+            )
+        node_ids = tuple(self.new_id() for _ in additions)
+        return ev.Repair(check.name, additions, node_ids, self.clock())
+
     def new_node(self, body: object, kind: NodeKind) -> SessionNode:
         """A node under the current leaf, in the current frame: a fresh id, now."""
         session = self.active("Append")
@@ -356,3 +382,7 @@ class SessionLoop:
             frame_id=session.current_frame_id,
             created_at=self.clock(),
         )
+
+
+def _raised(error: Exception) -> str:
+    return f"it raised {type(error).__name__}: {error}"

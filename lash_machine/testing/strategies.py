@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from .. import effects as fx
 from .. import events as ev
+from ..checks import Addition
 from ..errors import ErrorCode
 from ..graph import HealReport, LeafRepair, ParentRepair, SessionGraph, heal_graph
 from ..model import (
@@ -50,6 +51,7 @@ from ..state import (
 )
 
 __all__ = [
+    "additions",
     "commits",
     "corrupt_graphs",
     "effects",
@@ -116,6 +118,9 @@ configured_policies = st.builds(
 
 _kinds = st.sampled_from(NodeKind)
 _frame_ids = st.none() | st.sampled_from(["f1", "s1:frame:initial", "frame ü"])
+
+#: What a check proposes to append (any body, any kind).
+additions = st.builds(Addition, json_values, _kinds)
 
 
 def nodes(
@@ -401,6 +406,13 @@ def _event_strategies() -> dict[type, st.SearchStrategy[Any]]:
         ev.Compact: st.builds(ev.Compact, node_ids, json_values, node_ids, times),
         ev.Uncompact: st.builds(ev.Uncompact, node_ids),
         ev.Append: st.builds(ev.Append, st.lists(nodes(), min_size=1, max_size=4).map(tuple)),
+        ev.Repair: st.builds(
+            ev.Repair,
+            st.sampled_from(["openai-tool-calls", "anthropic-tool-use", "mine ü"]),
+            st.lists(additions, min_size=1, max_size=3).map(tuple),
+            st.lists(node_ids, min_size=1, max_size=3, unique=True).map(tuple),
+            times,
+        ),
         ev.BranchTo: st.builds(ev.BranchTo, node_ids),
         ev.Save: st.builds(ev.Save),
         ev.Park: st.builds(ev.Park),
@@ -465,6 +477,12 @@ def _effect_strategies() -> dict[type, st.SearchStrategy[Any]]:
         fx.SessionParked: st.builds(fx.SessionParked, parked_sessions),
         fx.SessionClosed: st.builds(fx.SessionClosed, node_ids, st.booleans()),
         fx.SessionHealed: st.builds(fx.SessionHealed, node_ids, heal_reports),
+        fx.SessionRepaired: st.builds(
+            fx.SessionRepaired,
+            node_ids,
+            st.sampled_from(["openai-tool-calls", "anthropic-tool-use"]),
+            st.lists(node_ids, min_size=1, max_size=3, unique=True).map(tuple),
+        ),
     }
     intents = st.builds(
         AttachmentIntent, node_ids, node_ids, st.text(max_size=9), times, st.booleans()
