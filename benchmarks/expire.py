@@ -11,25 +11,12 @@ from lash_machine.testing.records import make_commit
 
 from ._backends import Backend, open_backends
 from ._common import Config, Goal, Section, fmt_time, median, profile, prose, table
-from .bench_store import node
+from .bench_store import node, table_columns
 
 #: Nodes per session: a five-turn conversation.
 NODES = 10
 LONGEST_GOAL = 0.100  # seconds: no write transaction over 100 ms (issue 14)
 TEMPLATE = "template"
-
-
-def columns(backend: Backend, table_name: str) -> list[str]:
-    """The table's column names, in order."""
-    conn = backend.raw.conn
-    if backend.mark == "?":
-        return [row[1] for row in conn.execute(f"PRAGMA table_info({table_name})")]
-    rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
-        (table_name,),
-    ).fetchall()
-    return [row[0] for row in rows]
 
 
 def build(backend: Backend, sessions: int) -> None:
@@ -53,7 +40,7 @@ def build(backend: Backend, sessions: int) -> None:
         ("lash_sessions", {"session_id": new_id, "updated_at": "1000.0 + series.i"}),
         ("lash_nodes", {"session_id": new_id}),
     ):
-        names = columns(backend, table_name)
+        names = table_columns(conn, mark, table_name)
         chosen = ", ".join(replaced.get(name, f"t.{name}") for name in names)
         conn.execute(
             f"INSERT INTO {table_name} ({', '.join(names)}) {series}"
