@@ -536,6 +536,26 @@ def cold(pair: Pair) -> Iterator[Callable[[], tuple[Driver, Any]]]:
             close()
 
 
+def assert_warm(lash: Lash) -> None:
+    """Check that a resume on the driver that parked the conversation is
+    warm: it must not read the graph from the store."""
+    store = lash.driver.store
+    assert store is not None
+    reads: list[object] = []
+    real = store.load_graph
+
+    def counted(*args: Any) -> Any:
+        reads.append(args)
+        return real(*args)
+
+    store.load_graph = counted  # type: ignore[method-assign]
+    try:
+        lash.reopen()[0].close()
+    finally:
+        del store.load_graph
+    assert not reads, "the warm resume read the graph: it was not warm"
+
+
 def measure_reads(pair: Pair, result: Result, script: list[Turn], reopens: int) -> None:
     """Warm and cold resumes of the last blocking conversation, its raw
     floors, LangGraph's reopen."""
@@ -545,6 +565,7 @@ def measure_reads(pair: Pair, result: Result, script: list[Turn], reopens: int) 
     session.close()
     assert messages == expected == langgraph.reopen(), "the systems disagree"
     assert lash.parked is not None
+    assert_warm(lash)
     session_id, leaf = lash.parked.session_id, lash.answers[-1]
     opened: list[Session] = []
     with cold(pair) as new:
