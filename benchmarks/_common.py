@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 __all__ = [
     "Config",
+    "Elapsed",
     "Goal",
     "Section",
     "fmt_bytes",
@@ -52,11 +53,21 @@ class Config:
 # -- timing -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Elapsed:
+    """What a call returns when it times itself: the seconds of the part
+    being measured (a call that must set up around it untimed, such as
+    starting an event loop or opening a session, returns this)."""
+
+    seconds: float
+
+
 def timed(call: Callable[[], object]) -> float:
-    """Seconds one call takes."""
+    """Seconds one call takes (or the part it timed itself: :class:`Elapsed`)."""
     start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+    result = call()
+    seconds = time.perf_counter() - start
+    return result.seconds if isinstance(result, Elapsed) else seconds
 
 
 def median(values: Sequence[float]) -> float:

@@ -17,8 +17,8 @@ Run::
 (``python -m benchmarks`` runs these and every other workload, and writes
 ``benchmarks/RESULTS.md``.) PostgreSQL runs against
 ``LASH_MACHINE_BENCH_DSN`` when set, else against a throwaway local server
-when the server binaries are installed (``fsync=off`` there, so commits
-measure the code and the round trips, not the disk).
+when the server binaries are installed (``fsync=on`` there: a commit is
+durable, as with SQLite's ``synchronous=FULL``).
 """
 
 from __future__ import annotations
@@ -313,22 +313,29 @@ class RawPostgres:
 # -- the measurements ------------------------------------------------------------
 
 
+def table_columns(conn: Any, mark: str, table: str) -> list[str]:
+    """The table's column names, in order (SQLite with ``?``, else PostgreSQL)."""
+    if mark == "?":
+        return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def clone_session(raw: Any, source: str, target: str, mark: str) -> None:
     """Copy a built session (row and nodes) under another id, so the raw
     side runs on an identical session without a second slow build."""
-    raw.conn.execute(
-        "INSERT INTO lash_sessions SELECT"
-        f" {mark}, head_revision, next_seq, live_nodes, leaf_id, policy, frames,"
-        " current_frame_id, tool_snapshot, plugin_snapshot, host_checkpoint, updated_at"
-        f" FROM lash_sessions WHERE session_id = {mark}",
-        (target, source),
-    )
-    raw.conn.execute(
-        "INSERT INTO lash_nodes SELECT"
-        f" {mark}, node_id, seq, parent_id, kind, frame_id, created_at, body, tombstoned"
-        f" FROM lash_nodes WHERE session_id = {mark}",
-        (target, source),
-    )
+    for table in ("lash_sessions", "lash_nodes"):
+        names = table_columns(raw.conn, mark, table)
+        chosen = ", ".join(mark if name == "session_id" else name for name in names)
+        raw.conn.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) SELECT {chosen}"
+            f" FROM {table} WHERE session_id = {mark}",
+            (target, source),
+        )
     if mark == "%s":
         raw.conn.commit()
 

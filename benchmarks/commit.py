@@ -78,7 +78,7 @@ def run(config: Config) -> Section:
         transaction with the same compare-and-set `UPDATE` and an
         `executemany` of the same rows, session columns pre-encoded. SQLite
         with `synchronous={config.synchronous}`, so every commit is a real
-        fsync; PostgreSQL with `fsync=off`. Medians of {repeats} rounds per
+        fsync; PostgreSQL with `fsync=on`. Medians of {repeats} rounds per
         case; a goal takes, for each K, the median over N of the ratio, and
         reports the worst K (one case's ratio moves by ±0.2 from run to run).
         """),

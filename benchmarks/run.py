@@ -5,7 +5,7 @@
     python -m benchmarks --only peer,workers --out /tmp/bench
 
 PostgreSQL runs against ``LASH_MACHINE_BENCH_DSN`` when set, else against a
-throwaway server on 127.0.0.1 (``fsync=off``) when the PostgreSQL server
+throwaway server on 127.0.0.1 (``fsync=on``) when the PostgreSQL server
 binaries are installed; without either, the PostgreSQL parts are skipped.
 """
 
@@ -37,6 +37,7 @@ WORKLOADS = {
     "peer": "benchmarks.peer",
     "workers": "benchmarks.workers",
     "memory": "benchmarks.memory",
+    "expire": "benchmarks.expire",
 }
 
 HERE = Path(__file__).resolve().parent
@@ -139,14 +140,18 @@ def machine_info(config: Config) -> list[tuple[str, str]]:
     if config.pg_dsn is not None:
         where = "LASH_MACHINE_BENCH_DSN" if os.environ.get("LASH_MACHINE_BENCH_DSN") else None
         postgres = server_version(config.pg_dsn) + (
-            f" ({where})" if where else ", throwaway server on 127.0.0.1, fsync=off"
+            f" ({where})" if where else ", throwaway server on 127.0.0.1, fsync=on"
         )
     return [
         ("CPU", f"{os.cpu_count()} cores, {_cpu_model()}"),
         ("memory", _memory()),
         ("OS", platform.platform()),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
-        ("SQLite", f"{sqlite3.sqlite_version} (synchronous={config.synchronous}, WAL)"),
+        (
+            "SQLite",
+            f"{sqlite3.sqlite_version} (WAL; synchronous={config.synchronous}, the peer"
+            " workload NORMAL and FULL)",
+        ),
         ("PostgreSQL", postgres),
         ("psycopg", _version("psycopg")),
         ("lash-machine", f"{lash_machine.__version__} (git {_commit()})"),
