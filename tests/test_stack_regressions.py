@@ -58,21 +58,3 @@ def test_a_compaction_pin_is_taken_back_by_uncompact_only(tmp_path: Path) -> Non
         assert driver.store is not None
         stored = driver.store.load_graph("s", FullGraph())
         assert stored is not None and stored.pinned == ()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="fork_session copies the active path only: a summary on it arrives without the"
-    " history it replaced (nor its pin), so the copy cannot be uncompacted; copying the"
-    " replaced branch needs fork_session to change in every store",
-)
-def test_a_copy_of_a_compacted_session_keeps_what_the_summary_replaced(tmp_path: Path) -> None:
-    with Driver(SQLiteStore(tmp_path / "s.db")) as driver:
-        session = driver.open(POLICY, "s")
-        first = session.append({"n": 1})
-        session.append({"n": 2})
-        summary = session.compact(first.node_id, "the first message")
-        session.save()
-        copy = driver.resume(session.fork(new_session_id="copy"))
-        assert copy.load_node(first.node_id) is not None
-        copy.uncompact(summary.node_id)
