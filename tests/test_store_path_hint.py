@@ -172,3 +172,24 @@ def test_a_hint_survives_tombstones_and_vacuum_off_the_path(
     assert _path(store) == ["r", "a"]
     store.commit(make_commit("s", 1, [make_node("b", "a")]))
     assert _path(store) == ["r", "a", "b"] == _walked(store)
+
+
+def test_sqlite_reads_the_hinted_ranges_by_the_seq_index(tmp_path: Path) -> None:
+    # The plan, not a timing: each range is one search of the seq index,
+    # never a scan of every node of the session (which makes a path read
+    # cost the whole session once many nodes are off the path).
+    from lash_machine.stores import sqlite as sqlite_store
+
+    SQLiteStore(tmp_path / "s.db").close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        plan = [
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + sqlite_store._SELECT_RANGES, ("s", "[[0, 3]]")
+            )
+        ]
+    finally:
+        conn.close()
+    assert plan[0].startswith("SCAN r"), plan  # the ranges outside
+    assert plan[1].startswith("SEARCH n USING INDEX lash_nodes_by_seq"), plan

@@ -181,9 +181,12 @@ SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq FROM path
 _SELECT_RANGES = f"""
 SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq
   FROM json_each(?2) AS r
-  JOIN lash_nodes AS n ON n.session_id = ?1 AND n.seq BETWEEN r.value ->> 0 AND r.value ->> 1
- WHERE n.tombstoned = 0
+ CROSS JOIN lash_nodes AS n
+ WHERE n.session_id = ?1 AND n.seq BETWEEN r.value ->> 0 AND r.value ->> 1 AND n.tombstoned = 0
 """
+# CROSS JOIN keeps the ranges as the outer loop (SQLite never reorders it):
+# left to the planner, it scans every node of the session and tries each
+# range against each, whatever share of them is off the path.
 _SEQ_OF = "SELECT seq FROM lash_nodes WHERE session_id = ? AND node_id = ? AND tombstoned = 0"
 _SELECT_NODE = (
     f"SELECT {_NODE_COLUMNS} FROM lash_nodes"
