@@ -224,3 +224,33 @@ def test_a_new_file_gets_its_schema_under_the_write_lock(db: str) -> None:
         blocker.close()
     SQLiteStore(db).close()
     assert _raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_close_leaves_a_transaction_in_flight_to_its_thread(tmp_path: Path) -> None:
+    # A read abandoned by a cancelled call may still be running when its
+    # store is closed: its connection must not be closed under it (that
+    # can crash the interpreter), but by its thread once it is done.
+    store = SQLiteStore(tmp_path / "s.db")
+    inside, closed = threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def read() -> None:
+        with store._transaction("BEGIN") as conn:
+            inside.set()
+            assert closed.wait(10)
+            seen.append(conn.execute("SELECT count(*) FROM lash_sessions").fetchone()[0])
+        seen.append(conn)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    assert inside.wait(10)
+    store.close()
+    closed.set()
+    thread.join(10)
+    assert seen[0] == 0  # the statement after close() still ran
+    conn = seen[1]
+    assert isinstance(conn, sqlite3.Connection)
+    with pytest.raises(sqlite3.ProgrammingError):  # and its thread closed it
+        conn.execute("SELECT 1")
+    with pytest.raises(StoreError, match="closed"):
+        store.load_node("s", "n")

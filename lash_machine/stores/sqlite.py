@@ -309,6 +309,11 @@ class SQLiteStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
+        # Connections inside a transaction right now: close() leaves them to
+        # their thread, since closing a connection another thread is using
+        # can crash the interpreter (a read abandoned by a cancelled call
+        # may still be running when its store is closed).
+        self._busy: set[sqlite3.Connection] = set()
         self._closed = False
         self._migrate = migrate
         try:
@@ -344,9 +349,11 @@ class SQLiteStore:
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         """Run the block in one transaction; any error rolls it back. SQLite
         errors come out as :class:`StoreError`."""
-        if self._closed:
-            raise StoreError(f"{self.path}: the store is closed")
         conn = self._connection()
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self.path}: the store is closed")
+            self._busy.add(conn)
         try:
             conn.execute(begin)
             try:
@@ -362,6 +369,12 @@ class SQLiteStore:
         except UnicodeEncodeError as exc:
             # A lone surrogate in an id cannot be bound as UTF-8 text.
             raise StoreError(f"{self.path}: text the database cannot hold: {exc}") from exc
+        finally:
+            with self._lock:
+                self._busy.discard(conn)
+                closed = self._closed
+            if closed:  # closed meanwhile: this thread closes its own connection
+                conn.close()
 
     def _open_schema(self, conn: sqlite3.Connection) -> None:
         # Switching a new file to WAL takes an exclusive lock that SQLite does
@@ -791,12 +804,14 @@ class SQLiteStore:
         return Lease(session_id, held[0], held[1], held[2])
 
     def close(self) -> None:
-        """Close every thread's connection. Call it once no other thread is
-        inside a store method; later calls raise :class:`StoreError`."""
+        """Close every thread's connection (one inside a transaction is
+        closed by its thread when that ends); later calls raise
+        :class:`StoreError`."""
         with self._lock:
             self._closed = True
             connections, self._connections = self._connections, []
-        for conn in connections:
+            idle = [conn for conn in connections if conn not in self._busy]
+        for conn in idle:
             conn.close()
 
 
