@@ -580,9 +580,10 @@ def _branch_to(state: MachineState, event: ev.BranchTo) -> tuple[MachineState, E
     if event.node_id in session.graph:
         if session.graph.leaf_id == event.node_id:
             return state, [_updated(session)]
-        session = evolve(
+        branched = evolve(
             session, graph=session.graph.with_leaf(event.node_id), dirty=True, branched=True
         )
+        session = _recompacted(state, session, branched)
         return _with_session(state, session), [_updated(session)]
     if not (state.persistent and state.residency is Residency.ACTIVE_PATH_ONLY):
         raise _refuse(state, event, f"no node {event.node_id!r} in the session")
@@ -599,7 +600,25 @@ def _branch_loaded(
     if isinstance(merged, tuple):
         return merged
     session, out = _merged(_session(state), merged, target)
+    session = _recompacted(state, _session(state), session)
     return _with_session(state, session), [*out, _updated(session)]
+
+
+def _recompacted(state: MachineState, before: SessionState, after: SessionState) -> SessionState:
+    """``after`` (a branch of ``before``), pinning what a summary replaced
+    when the branch puts that summary at the root of the active path again
+    (after an uncompact, say): a summary on the path always keeps its
+    history from prune, whichever way it got there."""
+    if not state.persistent:
+        return after
+    path = after.graph.active_path()
+    summary = read_summary(path[0]) if path and path[0].kind is NodeKind.SUMMARY else None
+    if summary is None:
+        return after
+    old = before.graph.active_path()
+    if old and old[0].node_id == summary.node_id:
+        return after  # the same compaction as before: its pin is in place
+    return evolve(after, pin_changes=_pin_change(after, summary.through, True))
 
 
 def _merge_path(

@@ -348,3 +348,27 @@ def test_compaction_stores_what_memory_holds_and_undoes_exactly(  # noqa: PLR091
     assert _stored_path(store, session.session_id) == original
     session = driver.resume(session.park())
     assert _memory_path(session) == original
+
+
+@pytest.mark.parametrize("residency", RESIDENCIES)
+def test_a_branch_back_onto_an_undone_summary_pins_its_history_again(residency: Residency) -> None:
+    store = MemoryStore()
+    driver = Driver(store)
+    session = driver.open(POLICY, residency=residency)
+    original = _chat(session, 3)
+    summary = session.compact(original[3], "the start")
+    session.save()
+    session.uncompact(summary.node_id)
+    session.save()
+    full = store.load_graph(session.session_id, FullGraph())
+    assert full is not None and full.pinned == ()
+    session.branch(summary.node_id)  # the compacted path, once more
+    session.save()
+    full = store.load_graph(session.session_id, FullGraph())
+    assert full is not None and full.pinned == (original[3],)
+    # The summary alone is the path now (the tail went back under the
+    # originals): prune hides that old tail, never what the summary replaced.
+    assert _stored_path(store, session.session_id) == [summary.node_id]
+    assert session.tombstone_orphans() == 2
+    for node_id in original[:4]:
+        assert session.load_node(node_id) is not None
