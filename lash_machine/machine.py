@@ -838,7 +838,9 @@ def _restore_compacted(
     if graph.leaf_id == summary.node_id:
         graph = graph.with_leaf(summary.through)
     changes: dict[str, Any] = {"repairs": repairs}
-    if state.persistent:
+    holder = _compaction_of(graph, summary.through)
+    if state.persistent and holder in (None, summary.node_id):
+        # Another compaction in effect through the same node keeps the pin.
         changes["pin_changes"] = _pin_change(session, summary.through, False)
     session = evolve(session, graph=graph, dirty=True, branched=True, **changes)
     return _with_session(state, session), [_updated(session)]

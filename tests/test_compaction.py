@@ -372,3 +372,18 @@ def test_a_branch_back_onto_an_undone_summary_pins_its_history_again(residency: 
     assert session.tombstone_orphans() == 2
     for node_id in original[:4]:
         assert session.load_node(node_id) is not None
+
+
+def test_undoing_a_stale_summary_keeps_the_pin_of_the_one_in_effect() -> None:
+    store = MemoryStore()
+    driver = Driver(store)
+    session = driver.open(POLICY)
+    original = _chat(session, 2)
+    stale = session.compact(original[-1], "first try")
+    session.branch(original[-1])
+    current = session.compact(original[-1], "second try")
+    session.uncompact(stale.node_id)  # the first summary, now off the path
+    session.save()
+    full = store.load_graph(session.session_id, FullGraph())
+    assert full is not None and full.pinned == (original[-1],)
+    assert _stored_path(store, session.session_id) == [current.node_id]
