@@ -517,23 +517,35 @@ def measure_persist(pair: Pair, script: list[Turn], persists: int) -> Result:
     return Result(len(script), persist, size)
 
 
-@contextlib.contextmanager
-def cold(pair: Pair) -> Iterator[Callable[[], tuple[Driver, Any]]]:
-    """Fresh objects for cold reads: each call gives a new store object
+class Fresh:
+    """Fresh objects for cold reads: :meth:`new` gives a new store object
     behind a new blocking driver without a warm cache, and a new raw driver
-    on the same tables (each its own new connection); all closed on exit."""
-    made: list[Callable[[], object]] = []
+    on the same tables (each its own new connection); :meth:`release`
+    closes every one made so far (between rounds, so a long run never holds
+    more connections than one round needs)."""
 
-    def new() -> tuple[Driver, Any]:
-        store, raw = pair.new_store(), pair.new_raw()
-        made.extend([store.close, raw.close])
+    def __init__(self, pair: Pair) -> None:
+        self._pair = pair
+        self._made: list[Callable[[], object]] = []
+
+    def new(self) -> tuple[Driver, Any]:
+        store, raw = self._pair.new_store(), self._pair.new_raw()
+        self._made.extend([store.close, raw.close])
         return Driver(store, warm_cache=0), raw
 
+    def release(self) -> None:
+        while self._made:
+            self._made.pop()()
+
+
+@contextlib.contextmanager
+def cold(pair: Pair) -> Iterator[Fresh]:
+    """A :class:`Fresh` whose objects are all closed on exit."""
+    fresh = Fresh(pair)
     try:
-        yield new
+        yield fresh
     finally:
-        for close in made:
-            close()
+        fresh.release()
 
 
 def assert_warm(lash: Lash) -> None:
@@ -568,13 +580,14 @@ def measure_reads(pair: Pair, result: Result, script: list[Turn], reopens: int) 
     assert_warm(lash)
     session_id, leaf = lash.parked.session_id, lash.answers[-1]
     opened: list[Session] = []
-    with cold(pair) as new:
+    with cold(pair) as made:
         fresh: list[tuple[Driver, Any]] = []
 
         def before(_: int) -> None:
             while opened:
                 opened.pop().close()
-            fresh[:] = [new(), new(), new(), new()]
+            made.release()  # the last round's connections
+            fresh[:] = [made.new(), made.new(), made.new(), made.new()]
 
         def resume(residency: Residency | None, driver: Driver | None = None) -> None:
             opened.append(lash.reopen(residency, driver)[0])
@@ -646,13 +659,14 @@ def measure_compaction(pair: Pair, result: Result, script: list[Turn], reopens: 
     compacted = session.park()
     pair.settle()
     opened: list[Session] = []
-    with cold(pair) as new:
+    with cold(pair) as made:
         drivers: list[Driver] = []
 
         def before(_: int) -> None:
             while opened:
                 opened.pop().close()
-            drivers[:] = [new()[0], new()[0]]
+            made.release()  # the last round's connections
+            drivers[:] = [made.new()[0], made.new()[0]]
 
         def resume(parked: ParkedSession, driver: Driver) -> None:
             opened.append(driver.resume(parked, residency=Residency.ACTIVE_PATH_ONLY))
@@ -737,8 +751,8 @@ def profile_misses(pair: Pair, result: Result, script: list[Turn]) -> None:
     for residency in (Residency.ACTIVE_PATH_ONLY, Residency.KEEP_ALL):
 
         def cold_resume(r: Residency = residency) -> None:
-            with cold(pair) as new:
-                lash.reopen(r, new()[0])[0].close()
+            with cold(pair) as made:
+                lash.reopen(r, made.new()[0])[0].close()
 
         calls[f"cold {residency.name}"] = cold_resume
     for name in misses(result):
@@ -1267,8 +1281,8 @@ def _why(pair: Pair, turns: int, repeats: int) -> str:
         step(state, ev.GraphLoaded(load.request_id, read))
 
     def driver_reopen() -> None:
-        with cold(pair) as new:
-            driver = new()[0]
+        with cold(pair) as made:
+            driver = made.new()[0]
             started = time.perf_counter()
             lash.reopen(Residency.ACTIVE_PATH_ONLY, driver)[0].close()
             return Elapsed(time.perf_counter() - started)  # type: ignore[return-value]
