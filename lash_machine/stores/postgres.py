@@ -1064,22 +1064,24 @@ class PostgresStore:
                 "limit": batch_size,
                 "now": at,
             }
-            started = time.perf_counter()
-            with self._connection() as conn, conn.transaction():
-                rows = conn.execute(_IDLE if dry_run else _IDLE_LOCKED, params).fetchall()
-                batch = []
-                for session_id, updated_at, live, leased in rows:
-                    after = (updated_at, session_id)
-                    if leased:
-                        kept += 1
-                        continue
-                    batch.append(session_id)
-                    nodes += live
-                if batch and not dry_run:
-                    for query, query_params in _deletes({"ids": batch, "now": at}):
-                        conn.execute(query, query_params)
-            if not dry_run:
-                longest = max(longest, time.perf_counter() - started)
+            with self._connection() as conn:
+                # Timed from BEGIN: waiting for a pooled connection holds no lock.
+                started = time.perf_counter()
+                with conn.transaction():
+                    rows = conn.execute(_IDLE if dry_run else _IDLE_LOCKED, params).fetchall()
+                    batch = []
+                    for session_id, updated_at, live, leased in rows:
+                        after = (updated_at, session_id)
+                        if leased:
+                            kept += 1
+                            continue
+                        batch.append(session_id)
+                        nodes += live
+                    if batch and not dry_run:
+                        for query, query_params in _deletes({"ids": batch, "now": at}):
+                            conn.execute(query, query_params)
+                if not dry_run:
+                    longest = max(longest, time.perf_counter() - started)
             expired.extend(batch)
             report = ExpireReport(tuple(expired), nodes, kept, dry_run, longest)
             if progress is not None:
