@@ -254,3 +254,23 @@ def test_close_leaves_a_transaction_in_flight_to_its_thread(tmp_path: Path) -> N
         conn.execute("SELECT 1")
     with pytest.raises(StoreError, match="closed"):
         store.load_node("s", "n")
+
+
+def test_each_commit_stores_its_own_policy_and_frames(tmp_path: Path) -> None:
+    # The encoded policy and frames are reused by the objects' identity;
+    # a commit with other objects (even equal ones) writes its own.
+    import attrs
+
+    from lash_machine import ModelSpec, SessionPolicy
+
+    store = SQLiteStore(tmp_path / "s.db")
+    first = make_commit("s", None, [make_node("a", None, {})])
+    store.commit(first)
+    other = SessionPolicy(ModelSpec("another-model", context_window=10), provider_id="x")
+    store.commit(attrs.evolve(make_commit("s", 1, [make_node("b", "a", {})]), policy=other))
+    stored = store.load_graph("s", FullGraph())
+    assert stored is not None and stored.policy == other
+    store.commit(attrs.evolve(make_commit("s", 2, [make_node("c", "b", {})]), policy=first.policy))
+    stored = store.load_graph("s", FullGraph())
+    assert stored is not None and stored.policy == first.policy
+    store.close()

@@ -289,6 +289,27 @@ class SessionRow:
     host_checkpoint: str
 
 
+#: The text of the policy and frames last encoded, by the identity of the
+#: object (frozen records: a session hands every commit the same objects
+#: until they change, so most commits encode neither again). By identity,
+#: not equality: equal values may still be written differently (1 and 1.0).
+_ENCODED: dict[int, tuple[object, str]] = {}
+_ENCODED_MAX = 256
+
+
+def _encoded(value: Any, what: str) -> str:
+    key = id(value)
+    held = _ENCODED.get(key)
+    if held is not None and held[0] is value:
+        return held[1]
+    raw = [wire.unstructure(f) for f in value] if type(value) is tuple else wire.unstructure(value)
+    text = dump_json(raw, what)
+    if len(_ENCODED) >= _ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[key] = (value, text)  # holding the object keeps its id from being reused
+    return text
+
+
 def encode_session(commit: SessionCommit) -> SessionRow:
     """The session-row columns of ``commit`` (its session id checked by
     :func:`check_session_id`)."""
@@ -298,8 +319,8 @@ def encode_session(commit: SessionCommit) -> SessionRow:
     plugin = commit.plugin_snapshot
     return SessionRow(
         leaf_id=commit.delta.leaf_id,
-        policy=dump_json(wire.unstructure(commit.policy), f"{where}: policy"),
-        frames=dump_json([wire.unstructure(f) for f in commit.frames], f"{where}: frames"),
+        policy=_encoded(commit.policy, f"{where}: policy"),
+        frames=_encoded(tuple(commit.frames), f"{where}: frames"),
         current_frame_id=commit.current_frame_id,
         tool_snapshot=None
         if tool is None
