@@ -106,7 +106,9 @@ class Resume:
     ``warm``: the session as it left memory, when the caller kept it. The
     store is then asked only for its stamp; when that still matches (no
     commit, tombstone or delete since), the kept session is resumed
-    without reading its nodes, else it is read as usual."""
+    without reading its nodes, else it is read as usual. It must be a
+    session this machine let go of (a driver's cache of parked sessions):
+    a ``KEEP_ALL`` one is resumed as it is, with no healing pass."""
 
     parked: ParkedSession
     now: float

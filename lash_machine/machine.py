@@ -47,7 +47,7 @@ from .errors import (
     StaleResult,
     failure_of,
 )
-from .graph import HealReport, SessionGraph, heal_graph
+from .graph import CLEAN_REPORT, HealReport, SessionGraph, heal_graph
 from .model import (
     AgentFrame,
     NodeKind,
@@ -250,10 +250,16 @@ def _settle_graph(
 
 
 def _build(
-    session: SessionState, policy: SessionPolicy, now: float, residency: Residency
+    session: SessionState,
+    policy: SessionPolicy,
+    now: float,
+    residency: Residency,
+    *,
+    settled: bool = False,
 ) -> tuple[SessionState, HealReport]:
     """The state-building order: policy fill-in, frames, model check, heal
-    then trim. Raises :class:`ModelSpecMissing`."""
+    then trim (skipped for a ``settled`` graph: one this machine built and
+    kept well-formed, at this residency). Raises :class:`ModelSpecMissing`."""
     if session.policy.is_unconfigured:
         session = evolve(session, policy=policy)
     frames = session.frames
@@ -275,6 +281,8 @@ def _build(
     if not effective.model.id.strip():
         raise ModelSpecMissing(session.session_id)
     session = evolve(session, policy=effective)
+    if settled:
+        return session, CLEAN_REPORT
     return _settle_graph(session, session.graph, session.saved_nodes, residency)
 
 
@@ -494,8 +502,15 @@ def _stamp_read(state: MachineState, event: ev.StampRead) -> tuple[MachineState,
     if event.stamp is None or event.stamp != warm.stamp:
         return _load(state, context, Purpose.OPEN, _scope(context.residency))
     state = evolve(state, opening=context)
+    # A session kept for a KEEP_ALL resume was kept under KEEP_ALL (see
+    # _resume): the graph it parked with is healed and whole already, so
+    # the resume costs no pass over it. One kept under ACTIVE_PATH_ONLY may
+    # be trimmed from a KEEP_ALL copy, and is settled as a read would be.
+    settled = context.residency is Residency.KEEP_ALL
     try:
-        session, report = _build(warm, context.policy, context.now, context.residency)
+        session, report = _build(
+            warm, context.policy, context.now, context.residency, settled=settled
+        )
     except ModelSpecMissing as error:
         back = evolve(state, phase=context.return_to, opening=None, parked=context.parked)
         return back, [_failed("open", error)]
