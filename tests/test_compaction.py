@@ -387,3 +387,22 @@ def test_undoing_a_stale_summary_keeps_the_pin_of_the_one_in_effect() -> None:
     full = store.load_graph(session.session_id, FullGraph())
     assert full is not None and full.pinned == (original[-1],)
     assert _stored_path(store, session.session_id) == [current.node_id]
+
+
+@pytest.mark.parametrize("open_store", STORES, indirect=True)
+def test_a_node_moved_and_pinned_in_one_commit_keeps_both(open_store: StoreFactory) -> None:
+    # Compacting twice before a save: the first compaction moves the stored
+    # node `second` under its summary, the second pins it (it is what the
+    # second summary replaced). One commit writes both changes to one row.
+    store = open_store()
+    driver = Driver(store)
+    session = driver.open(POLICY)
+    first = session.append({"n": 1}).node_id
+    second = session.append({"n": 2}).node_id
+    session.save()
+    session.compact(first, "the first")
+    outer = session.compact(second, "the first two")
+    session.save()
+    full = store.load_graph(session.session_id, FullGraph())
+    assert full is not None and set(full.pinned) == {first, second}
+    assert _stored_path(store, session.session_id) == [outer.node_id]

@@ -434,8 +434,11 @@ pins AS (
      WHERE n.session_id = %(sid)s AND n.node_id = r.node_id AND NOT n.tombstoned
 ),
 reparented AS (
-    UPDATE lash_nodes AS n SET parent_id = r.parent_id
-      FROM cas, unnest(%(moved)s::text[], %(new_parents)s::text[]) AS r(node_id, parent_id)
+    -- A node both re-parented and pinned (a compaction's kept node, say)
+    -- gets both here: two UPDATEs of one row in one statement keep one.
+    UPDATE lash_nodes AS n SET parent_id = r.parent_id, pinned = COALESCE(r.pinned, n.pinned)
+      FROM cas, unnest(%(moved)s::text[], %(new_parents)s::text[], %(moved_pins)s::bool[])
+           AS r(node_id, parent_id, pinned)
      WHERE n.session_id = %(sid)s AND n.node_id = r.node_id
 ),
 adopted AS (
@@ -942,6 +945,7 @@ class PostgresStore:
             # Pins of nodes this commit appends go into their rows (the
             # UPDATE cannot see them); the last word on a node wins.
             "pinned_of": [pins.pop(row[0], False) for row in rows],
+            "moved_pins": [pins.pop(node_id, None) for node_id in repairs],
             "pin_ids": list(pins),
             "pin_flags": list(pins.values()),
         }
