@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cli_support import DATABASES, Db, empty_database, fresh_schema, seed
 from hypothesis import HealthCheck, settings
 
 from lash_machine.testing.postgres_server import (
@@ -108,3 +110,29 @@ def postgres_dsn() -> Iterator[str]:
     ) as server:
         _server["where"] = _describe(server)
         yield server.dsn
+
+
+# ---- the databases the CLI tests run on (tests/cli_support.py builds them) -------------
+# Here once for every test_cli*.py file; a module's own fixture of the same
+# name (test_store_sqlite.py's ``db``) takes precedence there.
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A DSN whose search_path is a fresh, empty schema."""
+    with fresh_schema(postgres_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=DATABASES)
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """A database with the lash-machine schema and no sessions."""
+    return empty_database(
+        request.param, tmp_path, lambda: request.getfixturevalue("postgres_schema")
+    )
+
+
+@pytest.fixture
+def db(empty_db: Db) -> Db:
+    """Two sessions (see cli_support.seed)."""
+    return seed(empty_db)

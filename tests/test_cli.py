@@ -8,37 +8,14 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import DATABASES, POLICY, Db, cli, empty_database, fresh_schema, load, seed
+from cli_support import POLICY, Db, cli, load
 
 from lash_machine import wire
 from lash_machine.persisted import StoredSession
 from lash_machine.stores.leases import LeaseStore
-
-
-@pytest.fixture
-def postgres_schema(postgres_dsn: str) -> Iterator[str]:
-    """A DSN whose search_path is a fresh, empty schema."""
-    with fresh_schema(postgres_dsn) as dsn:
-        yield dsn
-
-
-@pytest.fixture(params=DATABASES)
-def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
-    """A database with the lash-machine schema and no sessions."""
-    return empty_database(
-        request.param, tmp_path, lambda: request.getfixturevalue("postgres_schema")
-    )
-
-
-@pytest.fixture
-def db(empty_db: Db) -> Db:
-    """Two sessions (see :func:`cli_support.seed`)."""
-    return seed(empty_db)
-
 
 # ---- reading ---------------------------------------------------------------------
 

@@ -7,11 +7,10 @@ command passes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import DATABASES, POLICY, Db, cli, empty_database, fresh_schema, load, seed
+from cli_support import DATABASES, POLICY, Db, cli, empty_database, load, seed
 
 from lash_machine.checks import ANTHROPIC_TOOL_USE, OPENAI_TOOL_CALLS
 from lash_machine.drivers.blocking import Driver
@@ -24,12 +23,6 @@ ANTHROPIC_CALL = {
     "role": "assistant",
     "content": [{"type": "tool_use", "id": "toolu_1", "name": "search", "input": {}}],
 }
-
-
-@pytest.fixture
-def postgres_schema(postgres_dsn: str) -> Iterator[str]:
-    with fresh_schema(postgres_dsn) as dsn:
-        yield dsn
 
 
 @pytest.fixture(params=DATABASES)

@@ -7,35 +7,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import DATABASES, POLICY, Db, cli, empty_database, fresh_schema, on_terminal, seed
+from cli_support import POLICY, Db, cli, on_terminal
 
 from lash_machine import wire
 from lash_machine.cli import main
 from lash_machine.cli.parser import since_time
 from lash_machine.drivers.blocking import Driver
 from lash_machine.stores.leases import LeaseStore
-
-
-@pytest.fixture
-def postgres_schema(postgres_dsn: str) -> Iterator[str]:
-    with fresh_schema(postgres_dsn) as dsn:
-        yield dsn
-
-
-@pytest.fixture(params=DATABASES)
-def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
-    return empty_database(
-        request.param, tmp_path, lambda: request.getfixturevalue("postgres_schema")
-    )
-
-
-@pytest.fixture
-def db(empty_db: Db) -> Db:
-    return seed(empty_db)
 
 
 def _many(db: Db, count: int) -> Db:

@@ -11,12 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import DATABASES, ENV, POLICY, Db, cli, empty_database, fresh_schema, load, seed
+from cli_support import ENV, POLICY, Db, cli, empty_database, load, seed
 
 from lash_machine import wire
 from lash_machine.cli import main
@@ -24,19 +24,6 @@ from lash_machine.content import MAX_ID_LENGTH
 from lash_machine.drivers.blocking import Driver
 from lash_machine.model import AgentFrame, NodeKind, SessionNode, ToolSnapshot
 from lash_machine.persisted import StoredSession
-
-
-@pytest.fixture
-def postgres_schema(postgres_dsn: str) -> Iterator[str]:
-    with fresh_schema(postgres_dsn) as dsn:
-        yield dsn
-
-
-@pytest.fixture(params=DATABASES)
-def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
-    return empty_database(
-        request.param, tmp_path, lambda: request.getfixturevalue("postgres_schema")
-    )
 
 
 def _export() -> dict[str, Any]:

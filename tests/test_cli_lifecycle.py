@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -23,12 +22,9 @@ from cli_support import (
     POLICY,
     Db,
     cli,
-    empty_database,
-    fresh_schema,
     load,
     on_terminal,
     postgres_db,
-    seed,
     sqlite_db,
 )
 
@@ -39,24 +35,6 @@ from lash_machine.stores.leases import LeaseStore
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "schema-v2.sqlite3"
-
-
-@pytest.fixture
-def postgres_schema(postgres_dsn: str) -> Iterator[str]:
-    with fresh_schema(postgres_dsn) as dsn:
-        yield dsn
-
-
-@pytest.fixture(params=DATABASES)
-def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
-    return empty_database(
-        request.param, tmp_path, lambda: request.getfixturevalue("postgres_schema")
-    )
-
-
-@pytest.fixture
-def db(empty_db: Db) -> Db:
-    return seed(empty_db)
 
 
 def _ids(db: Db) -> list[str]:
