@@ -173,6 +173,22 @@ class SessionGraph:
         path.reverse()
         return tuple(path)
 
+    def path_root(self) -> SessionNode | None:
+        """The first node of :meth:`active_path` (``None`` when it is
+        empty), found without building the path."""
+        nodes, index = self._nodes, self._index
+        root: SessionNode | None = None
+        current = self.leaf_id
+        for _ in range(len(nodes)):  # a path holds each node at most once
+            position = index.get(current) if current is not None else None
+            if position is None:
+                return root
+            root = nodes[position]
+            current = root.parent_id
+        if current is not None and current in index:  # the walk went round a loop
+            return self.active_path()[0]
+        return root
+
     def active_path_ids(self) -> frozenset[str]:
         """The ids of the nodes on the active path."""
         return frozenset(node.node_id for node in self.active_path())

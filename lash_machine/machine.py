@@ -626,12 +626,12 @@ def _recompacted(state: MachineState, before: SessionState, after: SessionState)
     history from prune, whichever way it got there."""
     if not state.persistent:
         return after
-    path = after.graph.active_path()
-    summary = read_summary(path[0]) if path and path[0].kind is NodeKind.SUMMARY else None
+    root = after.graph.path_root()
+    summary = read_summary(root) if root is not None and root.kind is NodeKind.SUMMARY else None
     if summary is None:
         return after
-    old = before.graph.active_path()
-    if old and old[0].node_id == summary.node_id:
+    old = before.graph.path_root()
+    if old is not None and old.node_id == summary.node_id:
         return after  # the same compaction as before: its pin is in place
     return evolve(after, pin_changes=_pin_change(after, summary.through, True))
 

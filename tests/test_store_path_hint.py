@@ -13,10 +13,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg import sql
 
 from lash_machine.persisted import ActivePath, FullGraph, Reparent
 from lash_machine.stores import SQLiteStore
+from lash_machine.stores._rows import dump_hint, extended_hint, joined, parse_hint, ranges_of
 from lash_machine.stores.base import SessionStore
 from lash_machine.testing.records import make_commit, make_node
 
@@ -193,3 +196,41 @@ def test_sqlite_reads_the_hinted_ranges_by_the_seq_index(tmp_path: Path) -> None
         conn.close()
     assert plan[0].startswith("SCAN r"), plan  # the ranges outside
     assert plan[1].startswith("SEARCH n USING INDEX lash_nodes_by_seq"), plan
+
+
+# ---- extending a hint from its text ---------------------------------------------------
+
+_ranges = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3)), max_size=6).map(
+    lambda steps: _ascending(steps)
+)
+
+
+def _ascending(steps: list[tuple[int, int]], start: int = 0) -> list[tuple[int, int]]:
+    """Ranges made of (gap, length) steps: ascending, as a path's are."""
+    out, at = [], start
+    for gap, length in steps:
+        first = at + gap
+        out.append((first, first + length))
+        at = first + length + 1
+    return ranges_of([s for first, last in out for s in range(first, last + 1)])
+
+
+@given(base=_ranges, steps=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=3))
+def test_a_hint_extended_from_its_text_is_the_hint_joined_in_full(
+    base: list[tuple[int, int]], steps: list[tuple[int, int]]
+) -> None:
+    chain = _ascending(steps, base[-1][1] + 1 if base else 0)
+    text = dump_hint(base)
+    extended = extended_hint(text, chain)
+    assert extended == dump_hint(joined(base, chain))
+    assert parse_hint(extended) == joined(base, chain)
+
+
+@given(text=st.one_of(st.none(), st.integers(), st.text(alphabet="[],0123456789 x-٣")))
+def test_a_hint_text_not_written_here_is_never_extended_into_a_bad_one(text: object) -> None:
+    extended = extended_hint(text, [(1000, 1001)])
+    if extended is not None:  # only from text whose end is a hint's
+        assert isinstance(text, str) and text.endswith("]]") and text.startswith("[")
+        assert extended.endswith("[1000,1001]]") or extended.endswith(",1001]]")
+        if parse_hint(text) is not None:
+            assert parse_hint(extended) == joined(parse_hint(text) or [], [(1000, 1001)])

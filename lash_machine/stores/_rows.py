@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ __all__ = [
     "encode_intent",
     "encode_node",
     "encode_session",
+    "extended_hint",
     "fold_repairs",
     "orphan_reason",
     "path_root_first",
@@ -483,6 +485,35 @@ def parse_hint(text: object) -> Ranges | None:
 def dump_hint(ranges: Ranges | None) -> str | None:
     """The text of a hint (``None`` stays ``None``)."""
     return None if ranges is None else json.dumps(ranges, separators=(",", ":"))
+
+
+#: The last range of a hint's text, as :func:`dump_hint` writes it.
+_LAST_RANGE = re.compile(r"\[(\d+),(\d+)\]\]", re.ASCII)
+
+
+def extended_hint(text: object, chain: Ranges) -> str | None:
+    """The hint ``text`` with ``chain`` (ranges after it) joined on, made
+    from its last range alone so that an append at the leaf costs the same
+    however many ranges the path has. ``None`` when ``text`` does not end
+    as a hint this release writes: the caller works the hint out anew."""
+    if type(text) is not str:
+        return None
+    if not chain:
+        return text
+    if text == "[]":
+        return dump_hint(chain)
+    start = text.rfind("[", 0, len(text) - 1)
+    tail = _LAST_RANGE.fullmatch(text, max(start, 0))
+    if tail is None or not text.startswith("[[") or text[start - 1] not in "[,":
+        return None
+    first, last = int(tail[1]), int(tail[2])
+    if last >= chain[0][0]:
+        return None  # not ascending: not a hint this store wrote
+    if last + 1 == chain[0][0]:
+        head, more = f"{text[:start]}[{first},{chain[0][1]}]", chain[1:]
+    else:
+        head, more = text[:-1], chain
+    return head + "".join(f",[{a},{b}]" for a, b in more) + "]"
 
 
 def ranges_of(seqs: Iterable[int]) -> Ranges:

@@ -52,6 +52,7 @@ from ._rows import (
     decode_node,
     decode_session,
     dump_hint,
+    extended_hint,
     encode_intent,
     encode_node,
     encode_session,
@@ -535,10 +536,9 @@ class SQLiteStore:
             next_seq = first_seq + len(rows)
             hint = None
             if not repairs:  # a repair may move the path: the next commit works it out
-                ranges = _next_hint(
+                hint = _next_hint(
                     conn, sid, found, rows, first_seq=first_seq, leaf=session.leaf_id
                 )
-                hint = dump_hint(ranges)
             if found is None:
                 conn.execute(
                     _INSERT_SESSION,
@@ -823,16 +823,21 @@ def _next_hint(
     *,
     first_seq: int,
     leaf: str | None,
-) -> Ranges:
+) -> str | None:
     """The hint of the path a commit leaves (its repairs aside): the path
     through its appended rows, on top of the path of the stored node they
-    continue from: the old hint when that node is the old leaf (an append
-    at the leaf, the usual commit), the old hint cut at it when it lies on
-    that path (a branch back), else a walk of the stored graph."""
+    continue from: the old hint extended when that node is the old leaf (an
+    append at the leaf, the usual commit: its cost does not grow with the
+    path), the old hint cut at it when it lies on that path (a branch
+    back), else a walk of the stored graph."""
     seqs, above = appended_chain(rows, leaf, first_seq)
     chain = ranges_of(sorted(seqs))
     if above is None:
-        return chain
+        return dump_hint(chain)
+    if found is not None and above == found[2]:
+        extended = extended_hint(found[4], chain)
+        if extended is not None:
+            return extended
     old = None if found is None else parse_hint(found[4])
     base: Ranges | None = None
     if old is not None and found is not None and above == found[2]:
@@ -844,7 +849,7 @@ def _next_hint(
         walked = conn.execute(_SELECT_PATH, (session_id, above)).fetchall()
         by_id = {r[0]: r for r in walked}
         base = ranges_of(sorted(r[6] for r in path_root_first(by_id.get, lambda r: r[1], above)))
-    return joined(base, chain)
+    return dump_hint(joined(base, chain))
 
 
 def _refuse_deleted(conn: sqlite3.Connection, session_id: str) -> None:

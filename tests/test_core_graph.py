@@ -1,0 +1,29 @@
+"""SessionGraph's walks agree with each other on any graph, corrupt ones included."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lash_machine import NodeKind, SessionNode
+from lash_machine.graph import SessionGraph
+from lash_machine.testing.strategies import corrupt_graphs, well_formed_graphs
+
+
+@given(st.one_of(corrupt_graphs(), well_formed_graphs()))
+def test_the_path_root_is_the_first_node_of_the_active_path(graph: SessionGraph) -> None:
+    path = graph.active_path()
+    assert graph.path_root() == (path[0] if path else None)
+
+
+def test_the_path_root_of_a_loop_is_where_the_walk_closes_it() -> None:
+    def node(node_id: str, parent: str | None) -> SessionNode:
+        return SessionNode(node_id, parent, NodeKind.MESSAGE, {}, None, 0.0)
+
+    # x -> a -> b -> a, beside an unrelated c: the walk from x stops at b.
+    graph = SessionGraph.from_nodes(
+        [node("x", "a"), node("a", "b"), node("b", "a"), node("c", None)], "x"
+    )
+    assert [n.node_id for n in graph.active_path()] == ["b", "a", "x"]
+    root = graph.path_root()
+    assert root is not None and root.node_id == "b"
