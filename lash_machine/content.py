@@ -109,9 +109,31 @@ def _path(where: str, link: Any) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
+#: Nodes that passed :func:`node_problem`, by identity: a node the machine
+#: checked as it came in is not walked again when a store encodes it. The
+#: entries hold their nodes, so an id is never reused while it is here.
+_PASSED: dict[int, SessionNode] = {}
+_PASSED_MAX = 4096
+
+
 def node_problem(node: SessionNode) -> str | None:
     """Why ``node`` cannot be stored: its ids, kind, time or body. A kind
-    given as its text (``"message"``) is fine."""
+    given as its text (``"message"``) is fine.
+
+    A node is checked once: the same object passes again without a walk
+    (nodes are frozen; a body changed in place after it was appended is
+    the caller's bug, and a store still refuses what JSON cannot hold)."""
+    if _PASSED.get(id(node)) is node:
+        return None
+    problem = _node_problem(node)
+    if problem is None:
+        if len(_PASSED) >= _PASSED_MAX:
+            _PASSED.clear()
+        _PASSED[id(node)] = node
+    return problem
+
+
+def _node_problem(node: SessionNode) -> str | None:
     problem = id_problem(node.node_id, "node id")
     if problem is None and node.parent_id is not None:
         problem = id_problem(node.parent_id, "parent id", empty=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from lash_machine import (
     StoreError,
 )
 from lash_machine.drivers import blocking as blocking_driver
+from lash_machine.drivers._base import new_id
 from lash_machine.persisted import FullGraph
 from lash_machine.stores import MemoryStore, SQLiteStore
 from lash_machine.transport import RemoteStore, serve_store
@@ -211,3 +213,32 @@ def test_a_held_lease_reaches_a_remote_client_as_lease_held(driver: str, tmp_pat
         serving.join(10)
         server.close()
         store.close()
+
+
+def test_ids_made_by_a_driver_are_random_uuid4s() -> None:
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for made in ids:
+        assert uuid.UUID(made).hex == made
+        assert uuid.UUID(made).version == 4 and uuid.UUID(made).variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("open_store", STORES, indirect=True)
+def test_a_body_changed_in_place_after_its_append_is_still_refused_by_the_store(
+    open_store: StoreFactory,
+) -> None:
+    # Nodes are checked once as they come in; a body a caller changes in
+    # place afterwards to hold what JSON cannot is refused by the store at
+    # the save, and nothing is written.
+    store = open_store()
+    with blocking_driver.Driver(store) as driver:
+        session = driver.open(POLICY, "s")
+        session.append({"n": 1})
+        session.save()
+        body: dict[str, Any] = {"n": 2}
+        session.append(body)
+        body["n"] = float("nan")
+        with pytest.raises(StoreError, match="not JSON"):
+            session.save()
+    stored = store.load_graph("s", FullGraph())
+    assert stored is not None and [n.body for n in stored.nodes] == [{"n": 1}]

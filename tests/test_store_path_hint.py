@@ -200,10 +200,6 @@ def test_sqlite_reads_the_hinted_ranges_by_the_seq_index(tmp_path: Path) -> None
 
 # ---- extending a hint from its text ---------------------------------------------------
 
-_ranges = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3)), max_size=6).map(
-    lambda steps: _ascending(steps)
-)
-
 
 def _ascending(steps: list[tuple[int, int]], start: int = 0) -> list[tuple[int, int]]:
     """Ranges made of (gap, length) steps: ascending, as a path's are."""
@@ -213,6 +209,9 @@ def _ascending(steps: list[tuple[int, int]], start: int = 0) -> list[tuple[int, 
         out.append((first, first + length))
         at = first + length + 1
     return ranges_of([s for first, last in out for s in range(first, last + 1)])
+
+
+_ranges = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3)), max_size=6).map(_ascending)
 
 
 @given(base=_ranges, steps=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=3))
@@ -230,7 +229,8 @@ def test_a_hint_extended_from_its_text_is_the_hint_joined_in_full(
 def test_a_hint_text_not_written_here_is_never_extended_into_a_bad_one(text: object) -> None:
     extended = extended_hint(text, [(1000, 1001)])
     if extended is not None:  # only from text whose end is a hint's
-        assert isinstance(text, str) and text.endswith("]]") and text.startswith("[")
+        assert isinstance(text, str)
+        assert text == "[]" or (text.endswith("]]") and text.startswith("[["))
         assert extended.endswith("[1000,1001]]") or extended.endswith(",1001]]")
         if parse_hint(text) is not None:
             assert parse_hint(extended) == joined(parse_hint(text) or [], [(1000, 1001)])

@@ -1,32 +1,23 @@
-"""The asyncio driver: sessions on an asyncio loop, store calls in worker
-threads (the loop's default executor).
+"""The asyncio driver: sessions on an asyncio loop (``session = await
+Driver(store).open(policy)``), store calls in the driver's threads (the
+last idle one first, see :mod:`._threads`).
 
-Usage::
-
-    driver = Driver(SQLiteStore("sessions.db"))
-    session = await driver.open(policy)
-    await session.append({"role": "user", "content": "hello"})
-    parked = await session.park()
-    session = await driver.resume(parked)
-
-Cancellation (a task cancel, ``asyncio.timeout``) in the middle of a call:
-
-* a **read** (loading the graph or a node) is abandoned at once: the machine
-  is told and returns to where it was (an open or resume goes back to
-  closed or parked); the worker thread's late result is dropped;
-* a **write** (commit, tombstone, attachment intent, lease call) may
-  already be applied by the store, and a thread cannot be stopped. So the
-  call waits for the thread (further cancels are absorbed too), feeds the
-  machine the real result, finishes what the call still owes (a lease
-  release), and then raises ``CancelledError``. The session thus always
-  agrees with the store. A hung store delays the cancellation until the
-  store's own timeout.
+A cancellation (a task cancel, ``asyncio.timeout``) in the middle of a call
+abandons a **read** (loading the graph or a node) at once: the machine goes
+back to where it was (an open or resume to closed or parked) and the
+thread's late result is dropped. A **write** (commit, tombstone, attachment
+intent, lease call) may be applied by the store anyway, and a thread cannot
+be stopped: the call waits for it (absorbing further cancels), feeds the
+machine the real result, finishes what it still owes (a lease release), then
+raises ``CancelledError``. So the session always agrees with the store; a
+hung store delays the cancellation until the store's own timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +25,7 @@ from .. import effects as fx
 from ._async_api import AsyncDriver, AsyncSession
 from ._lifecycle import LifecycleStreamBase
 from ._loop import Job, SessionLoop
+from ._threads import LastIdleFirst
 from .hooks import Hooks
 
 __all__ = ["Driver", "LifecycleStream", "Session"]
@@ -44,16 +36,16 @@ T = TypeVar("T")
 class Session(AsyncSession):
     """A session on an asyncio loop (see :class:`~._async_api.AsyncSession`)."""
 
-    def __init__(self, core: SessionLoop) -> None:
+    def __init__(self, core: SessionLoop, threads: LastIdleFirst) -> None:
         super().__init__(core, asyncio.Lock())
+        self._threads = threads
 
     async def _drive(self, job: Job | None) -> Any:
         loop = asyncio.get_running_loop()
         cancelled: BaseException | None = None
         while job is not None:
-            # Like asyncio.to_thread (context variables such as a tracing span
-            # follow the call), but a future that a write can outlast.
-            future = loop.run_in_executor(None, contextvars.copy_context().run, job.run)
+            # As asyncio.to_thread (context variables follow), but a write may outlast it.
+            future = loop.run_in_executor(self._threads, contextvars.copy_context().run, job.run)
             if job.write or cancelled is not None:
                 while not future.done():
                     try:
@@ -97,17 +89,27 @@ class LifecycleStream(LifecycleStreamBase):
 class Driver(AsyncDriver[Session]):
     """Opens sessions on an asyncio loop.
 
-    ``Driver(store)`` runs store calls against ``store`` in worker threads;
-    ``Driver(runner=...)`` hands them to an effect runner; ``Driver()``
+    ``Driver(store)`` runs store calls against ``store`` in threads of its
+    own; ``Driver(runner=...)`` hands them to an effect runner; ``Driver()``
     keeps sessions in memory only. Register host hooks on :attr:`hooks`,
     or iterate :meth:`lifecycle`.
     """
 
+    @functools.cached_property
+    def _threads(self) -> LastIdleFirst:
+        return LastIdleFirst()
+
     def _session(self, core: SessionLoop) -> Session:
-        return Session(core)
+        return Session(core, self._threads)
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
-        return await asyncio.to_thread(call)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, contextvars.copy_context().run, call)
+
+    def close(self) -> None:
+        """End the driver (see :class:`~._base.DriverBase`) and its idle threads."""
+        super().close()
+        self._threads.shutdown(wait=False)
 
     def lifecycle(self) -> LifecycleStream:
         """Lifecycle events of every session of this driver, from now on::

@@ -65,12 +65,16 @@ IntentRow = tuple[str, str, str, float]
 _KINDS = {kind.value: kind for kind in NodeKind}
 
 
+# Made once: json.dumps with options builds an encoder on every call. ASCII-only
+# text: a lone surrogate in a string still round-trips (escaped).
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def dump_json(value: JSON, what: str) -> str:
     """``value`` as compact JSON text; a value JSON cannot hold (NaN, a set,
     an object) is a :class:`StoreError` naming ``what``."""
     try:
-        # ASCII-only text: a lone surrogate in a string still round-trips (escaped).
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise StoreError(f"{what} is not JSON: {exc}") from None
 

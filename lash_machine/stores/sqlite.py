@@ -52,10 +52,10 @@ from ._rows import (
     decode_node,
     decode_session,
     dump_hint,
-    extended_hint,
     encode_intent,
     encode_node,
     encode_session,
+    extended_hint,
     first_missing,
     fold_repairs,
     joined,
@@ -536,9 +536,7 @@ class SQLiteStore:
             next_seq = first_seq + len(rows)
             hint = None
             if not repairs:  # a repair may move the path: the next commit works it out
-                hint = _next_hint(
-                    conn, sid, found, rows, first_seq=first_seq, leaf=session.leaf_id
-                )
+                hint = _next_hint(conn, sid, found, rows, first_seq=first_seq, leaf=session.leaf_id)
             if found is None:
                 conn.execute(
                     _INSERT_SESSION,
