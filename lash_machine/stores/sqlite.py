@@ -347,22 +347,26 @@ class SQLiteStore:
         return conn
 
     @contextlib.contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, begin: str | None) -> Iterator[sqlite3.Connection]:
         """Run the block in one transaction; any error rolls it back. SQLite
-        errors come out as :class:`StoreError`."""
+        errors come out as :class:`StoreError`. ``begin=None``: no
+        transaction of our own, for a block of one statement."""
         conn = self._connection()
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self.path}: the store is closed")
             self._busy.add(conn)
         try:
-            conn.execute(begin)
-            try:
+            if begin is None:
                 yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.execute("COMMIT")
+            else:
+                conn.execute(begin)
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.rollback()
@@ -462,7 +466,9 @@ class SQLiteStore:
     def session_stamp(self, session_id: str) -> SessionStamp | None:
         """The session's head revision, generation and creation time: one
         small row (a deleted session raises :class:`SessionDeleted`)."""
-        with self._transaction("BEGIN") as conn:
+        # One statement: its own read transaction is snapshot enough (a
+        # warm resume makes this call, so it saves the BEGIN and COMMIT).
+        with self._transaction(None) as conn:
             row = conn.execute(_SELECT_STAMP, (session_id,)).fetchone()
             if row is None:
                 _refuse_deleted(conn, session_id)
@@ -488,7 +494,7 @@ class SQLiteStore:
 
     def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
         """One live node of the session, or ``None``."""
-        with self._transaction("BEGIN") as conn:
+        with self._transaction(None) as conn:  # one statement
             row = conn.execute(_SELECT_NODE, (session_id, node_id)).fetchone()
         return None if row is None else decode_node(session_id, row)
 
