@@ -27,6 +27,7 @@ from .model import NodeKind, SessionNode
 
 _ID = operator.attrgetter("node_id")
 _PARENT = operator.attrgetter("parent_id")
+_KIND = operator.attrgetter("kind")
 
 __all__ = [
     "HealReport",
@@ -53,6 +54,9 @@ class SessionGraph:
     _nodes: PVector[SessionNode]
     _index: immutables.Map[str, int]
     leaf_id: str | None
+    #: How many of the nodes are summaries (so that a branch need not walk
+    #: the path to learn that none can be at its root).
+    summaries: int = 0
 
     @classmethod
     def empty(cls) -> SessionGraph:
@@ -66,7 +70,8 @@ class SessionGraph:
         ids = list(map(_ID, vector))
         # Built back to front, so the first copy of a duplicate id wins.
         index = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
-        return cls(vector, immutables.Map(index), leaf_id)
+        summaries = list(map(_KIND, vector)).count(NodeKind.SUMMARY)
+        return cls(vector, immutables.Map(index), leaf_id, summaries)
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -117,29 +122,33 @@ class SessionGraph:
             self._nodes.append(node),
             self._index.set(node.node_id, len(self._nodes)),
             self.leaf_id,
+            self.summaries + (node.kind == NodeKind.SUMMARY),
         )
 
     def extended(self, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
         """A graph with ``nodes`` added last, in order, and ``leaf_id`` as
         its leaf: what appending each and then moving the leaf gives, made
         as one new graph. Raises ``ValueError`` when an id is taken."""
-        vector, index = self._nodes, self._index
+        vector, index, summaries = self._nodes, self._index, self.summaries
         for node in nodes:
             if node.node_id in index:
                 raise ValueError(f"node id {node.node_id!r} is already in the graph")
             index = index.set(node.node_id, len(vector))
             vector = vector.append(node)
-        return SessionGraph(vector, index, leaf_id)
+            summaries += node.kind == NodeKind.SUMMARY
+        return SessionGraph(vector, index, leaf_id, summaries)
 
     def with_leaf(self, leaf_id: str | None) -> SessionGraph:
         """The same nodes with another leaf."""
-        return SessionGraph(self._nodes, self._index, leaf_id)
+        return SessionGraph(self._nodes, self._index, leaf_id, self.summaries)
 
     def with_parent(self, node_id: str, parent_id: str | None) -> SessionGraph:
         """The graph with one node's parent pointer changed."""
         position = self._index[node_id]
         node = evolve(self._nodes[position], parent_id=parent_id)
-        return SessionGraph(self._nodes.set(position, node), self._index, self.leaf_id)
+        return SessionGraph(
+            self._nodes.set(position, node), self._index, self.leaf_id, self.summaries
+        )
 
     def without(self, node_ids: Iterable[str]) -> SessionGraph:
         """The graph without those nodes (an O(n) rebuild, for rare edits).

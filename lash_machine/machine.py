@@ -624,7 +624,7 @@ def _recompacted(state: MachineState, before: SessionState, after: SessionState)
     when the branch puts that summary at the root of the active path again
     (after an uncompact, say): a summary on the path always keeps its
     history from prune, whichever way it got there."""
-    if not state.persistent:
+    if not state.persistent or not after.graph.summaries:
         return after
     root = after.graph.path_root()
     summary = read_summary(root) if root is not None and root.kind is NodeKind.SUMMARY else None

@@ -27,3 +27,31 @@ def test_the_path_root_of_a_loop_is_where_the_walk_closes_it() -> None:
     assert [n.node_id for n in graph.active_path()] == ["b", "a", "x"]
     root = graph.path_root()
     assert root is not None and root.node_id == "b"
+
+
+@given(st.one_of(corrupt_graphs(), well_formed_graphs()), st.data())
+def test_a_graph_counts_its_summaries_through_every_edit(
+    graph: SessionGraph, data: st.DataObject
+) -> None:
+    def counted(g: SessionGraph) -> int:
+        return sum(1 for n in g if n.kind == NodeKind.SUMMARY)
+
+    assert graph.summaries == counted(graph)
+    more = [
+        SessionNode(f"new{i}", None, kind, {}, None, 0.0)
+        for i, kind in enumerate(data.draw(st.lists(st.sampled_from(list(NodeKind)), max_size=4)))
+    ]
+    if any(n.node_id in graph for n in more):
+        return
+    grown = graph.extended(more, graph.leaf_id)
+    assert grown.summaries == counted(grown)
+    for node in more:
+        graph = graph.append(node)
+    assert graph.summaries == grown.summaries
+    ids = [n.node_id for n in grown]
+    if ids:
+        gone = data.draw(st.sets(st.sampled_from(ids)))
+        assert grown.without(gone).summaries == counted(grown.without(gone))
+        first = ids[0]
+        assert grown.with_parent(first, None).summaries == grown.summaries
+        assert grown.with_leaf(first).summaries == grown.summaries
