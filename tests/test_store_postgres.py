@@ -16,7 +16,7 @@ from psycopg import sql
 from lash_machine.errors import SchemaVersionMismatch, StoreError
 from lash_machine.persisted import ActivePath
 from lash_machine.stores.base import SCHEMA_VERSION, SessionStore
-from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore
+from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore, _Native
 from lash_machine.testing.conformance import StoreConformance
 from lash_machine.testing.races import (
     RaceOutcome,
@@ -179,3 +179,18 @@ def test_processes_race_one_winner_per_revision(dsn: str) -> None:
     )
     check_race(setup, outcomes, contenders, rounds)
     setup.close()
+
+
+def test_a_native_query_numbers_each_name_once_and_refuses_a_bare_percent() -> None:
+    native = _Native.of("SELECT %(a)s, %(b)s::text, %(a)s")
+    assert native.text == "SELECT $1, $2::text, $1"
+    assert native.names == ("a", "b")
+    for query in ("SELECT %s", "SELECT 100%% FROM t", "SELECT '%' || %(a)s"):
+        with pytest.raises(ValueError, match="placeholders"):
+            _Native.of(query)
+
+
+def test_a_native_query_runs_with_its_named_parameters(dsn: str) -> None:
+    native = _Native.of("SELECT %(b)s::int - %(a)s::int, %(a)s::int")
+    with psycopg.connect(dsn) as conn:
+        assert native.run(conn, {"a": 2, "b": 7}) == (5, 2)

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import select
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -458,6 +459,39 @@ _COMMIT_CREATE = f"WITH {_FENCE} {_HINT} cas AS ({_CAS_CREATE})" + _COMMIT_REST.
 _COMMIT_ADVANCE = f"WITH {_FENCE} {_GUARD} {_HINT} cas AS ({_CAS_ADVANCE})" + _COMMIT_REST.format(
     dead="(SELECT node_id FROM dead)"
 )
+
+
+@attrs.frozen
+class _Native:
+    """A query whose ``%(name)s`` placeholders were turned, once, into
+    PostgreSQL's own ``$n`` ones, to run on a :class:`psycopg.RawCursor`.
+    psycopg caches its own rewriting only for queries up to 4 kB; the
+    commit statement is longer, and rewriting it on every commit cost more
+    than the rest of the commit's Python."""
+
+    text: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, query: str) -> _Native:
+        if "%%" in query or re.search(r"%(?!\(\w+\)s)", query):
+            raise ValueError("only %(name)s placeholders can be made native")
+        names: dict[str, int] = {}
+        text = re.sub(
+            r"%\((\w+)\)s",
+            lambda m: f"${names.setdefault(m[1], len(names) + 1)}",
+            query,
+        )
+        return cls(text, tuple(names))
+
+    def run(self, conn: psycopg.Connection[Any], params: Mapping[str, object]) -> Any:
+        """The first row of the query run with ``params``."""
+        with psycopg.RawCursor(conn) as cursor:
+            return cursor.execute(self.text, [params[name] for name in self.names]).fetchone()
+
+
+_NATIVE_CREATE = _Native.of(_COMMIT_CREATE)
+_NATIVE_ADVANCE = _Native.of(_COMMIT_ADVANCE)
 
 # A tombstone runs after _LOCK_SESSION, in the same transaction, so it sees
 # every commit that went before it. ``targets`` are the live nodes asked
@@ -949,13 +983,13 @@ class PostgresStore:
             "pin_ids": list(pins),
             "pin_flags": list(pins.values()),
         }
-        query = _COMMIT_CREATE if commit.expected_head is None else _COMMIT_ADVANCE
+        query = _NATIVE_CREATE if commit.expected_head is None else _NATIVE_ADVANCE
         token = commit.fencing_token
         if token is not None and (isinstance(token, bool) or not isinstance(token, int)):
             raise StoreError(f"session {sid!r}: fencing token must be an integer")
         with self._connection() as conn:
             try:
-                won = conn.execute(query, params).fetchone()
+                won = query.run(conn, params)
             except pg_errors.UniqueViolation as exc:
                 raise _duplicate_node(conn, sid, [row[0] for row in rows], exc) from exc
             assert won is not None, "the commit statement always answers one row"
