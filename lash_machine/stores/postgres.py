@@ -429,10 +429,13 @@ appended AS (
                        %(pinned_of)s::bool[])
            WITH ORDINALITY AS r(node_id, parent_id, kind, frame_id, created_at, body, pinned, ord)
 ),
+-- The ANY conditions let the key's index find the rows: the prepared plan
+-- cannot know an array is empty, and without them it scanned the session.
 pins AS (
     UPDATE lash_nodes AS n SET pinned = r.pinned
       FROM cas, unnest(%(pin_ids)s::text[], %(pin_flags)s::bool[]) AS r(node_id, pinned)
-     WHERE n.session_id = %(sid)s AND n.node_id = r.node_id AND NOT n.tombstoned
+     WHERE n.session_id = %(sid)s AND n.node_id = ANY(%(pin_ids)s::text[])
+       AND n.node_id = r.node_id AND NOT n.tombstoned
 ),
 reparented AS (
     -- A node both re-parented and pinned (a compaction's kept node, say)
@@ -440,7 +443,8 @@ reparented AS (
     UPDATE lash_nodes AS n SET parent_id = r.parent_id, pinned = COALESCE(r.pinned, n.pinned)
       FROM cas, unnest(%(moved)s::text[], %(new_parents)s::text[], %(moved_pins)s::bool[])
            AS r(node_id, parent_id, pinned)
-     WHERE n.session_id = %(sid)s AND n.node_id = r.node_id
+     WHERE n.session_id = %(sid)s AND n.node_id = ANY(%(moved)s::text[])
+       AND n.node_id = r.node_id
 ),
 adopted AS (
     UPDATE lash_attachment_intents AS i SET committed = true
