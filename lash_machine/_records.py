@@ -37,7 +37,7 @@ def _copier(cls: type) -> Callable[[Any, dict[str, Any]], Any]:
     fields = attrs.fields(cls)
     if any(field.validator or field.converter for field in fields):
         raise TypeError(f"{cls.__name__} validates or converts: use attrs.evolve")
-    names = [field.name for field in fields]
+    names = [field.name for field in fields if field.init]
     # A slot's own descriptor writes it past the frozen class's __setattr__.
     scope: dict[str, Any] = {"cls": cls, "new": object.__new__, "known": frozenset(names)}
     lines = ["def copy(old, changes):"]
@@ -45,8 +45,13 @@ def _copier(cls: type) -> Callable[[Any, dict[str, Any]], Any]:
     lines.append("        unknown = sorted(changes.keys() - known)")
     lines.append("        raise TypeError(f'{cls.__name__} has no field {unknown}')")
     lines.append("    made = new(cls)")
-    for i, name in enumerate(names):
+    for i, field in enumerate(fields):
+        name = field.name
         scope[f"set{i}"] = cls.__dict__[name].__set__
+        if not field.init:  # a cache of the old value's: as attrs.evolve, start afresh
+            scope[f"default{i}"] = field.default
+            lines.append(f"    set{i}(made, default{i})")
+            continue
         lines.append(f"    set{i}(made, changes[{name!r}] if {name!r} in changes else old.{name})")
     lines.append("    return made")
     exec("\n".join(lines), scope)  # made from the class's own field names

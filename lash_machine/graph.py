@@ -57,6 +57,11 @@ class SessionGraph:
     #: How many of the nodes are summaries (so that a branch need not walk
     #: the path to learn that none can be at its root).
     summaries: int = 0
+    # The active path, once worked out (the graph never changes, so neither
+    # does its path); an append at the leaf hands it on grown.
+    _path: tuple[SessionNode, ...] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     @classmethod
     def empty(cls) -> SessionGraph:
@@ -130,13 +135,24 @@ class SessionGraph:
         its leaf: what appending each and then moving the leaf gives, made
         as one new graph. Raises ``ValueError`` when an id is taken."""
         vector, index, summaries = self._nodes, self._index, self.summaries
+        added: list[SessionNode] = []
+        tip = self.leaf_id if self._path is not None else None
+        chained = self._path is not None
         for node in nodes:
             if node.node_id in index:
                 raise ValueError(f"node id {node.node_id!r} is already in the graph")
             index = index.set(node.node_id, len(vector))
             vector = vector.append(node)
             summaries += node.kind == NodeKind.SUMMARY
-        return SessionGraph(vector, index, leaf_id, summaries)
+            added.append(node)
+            chained = chained and node.parent_id == tip
+            tip = node.node_id
+        graph = SessionGraph(vector, index, leaf_id, summaries)
+        if chained and added and tip == leaf_id and self._path is not None:
+            # A chain on the leaf, ending at the new leaf: the walk from it
+            # runs down the chain and on as the old one did.
+            object.__setattr__(graph, "_path", self._path + tuple(added))
+        return graph
 
     def with_leaf(self, leaf_id: str | None) -> SessionGraph:
         """The same nodes with another leaf."""
@@ -169,6 +185,8 @@ class SessionGraph:
         The walk stops at a missing parent or at a node seen before, so it
         terminates on corrupt graphs too. Its cost follows the path length.
         """
+        if self._path is not None:
+            return self._path
         path: list[SessionNode] = []
         seen: set[str] = set()
         current = self.leaf_id
@@ -180,7 +198,9 @@ class SessionGraph:
             path.append(node)
             current = node.parent_id
         path.reverse()
-        return tuple(path)
+        found = tuple(path)
+        object.__setattr__(self, "_path", found)
+        return found
 
     def path_root(self) -> SessionNode | None:
         """The first node of :meth:`active_path` (``None`` when it is

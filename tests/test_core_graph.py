@@ -55,3 +55,48 @@ def test_a_graph_counts_its_summaries_through_every_edit(
         first = ids[0]
         assert grown.with_parent(first, None).summaries == grown.summaries
         assert grown.with_leaf(first).summaries == grown.summaries
+
+
+def _walked(graph: SessionGraph) -> tuple[SessionNode, ...]:
+    """The active path worked out afresh (nothing cached)."""
+    return SessionGraph.from_nodes(list(graph), graph.leaf_id).active_path()
+
+
+@given(st.one_of(corrupt_graphs(), well_formed_graphs()), st.data())
+def test_an_active_path_handed_on_by_an_append_is_the_path_walked_afresh(
+    graph: SessionGraph, data: st.DataObject
+) -> None:
+    if data.draw(st.booleans()):
+        graph.active_path()  # worked out and kept before the append
+    ids = [n.node_id for n in graph]
+    # A chain on the leaf (the usual append), or nodes hung anywhere,
+    # ids possibly naming a missing parent or the dangling leaf.
+    count = data.draw(st.integers(0, 4))
+    new_ids = data.draw(
+        st.lists(
+            st.sampled_from([f"n{i}" for i in range(6)] + [graph.leaf_id or "x", "x"]),
+            min_size=count,
+            max_size=count,
+            unique=True,
+        ).filter(lambda chosen: not set(chosen) & set(ids))
+    )
+    parent = graph.leaf_id
+    nodes = []
+    for node_id in new_ids:
+        if data.draw(st.booleans()):
+            parent = data.draw(st.sampled_from([*ids, *new_ids, None, "gone"]))
+        nodes.append(SessionNode(node_id, parent, NodeKind.MESSAGE, {}, None, 0.0))
+        parent = node_id
+    leaf = data.draw(st.sampled_from([parent, graph.leaf_id, *new_ids, "gone"]))
+    grown = graph.extended(nodes, leaf)
+    assert grown.active_path() == _walked(grown)
+    assert graph.active_path() == _walked(graph)
+
+
+def test_a_copy_made_with_changes_works_its_path_out_afresh() -> None:
+    from lash_machine._records import evolve
+
+    a, b = (SessionNode(i, None, NodeKind.MESSAGE, {}, None, 0.0) for i in "ab")
+    graph = SessionGraph.from_nodes([a, b], "a")
+    assert graph.active_path() == (a,)
+    assert evolve(graph, leaf_id="b").active_path() == (b,)
