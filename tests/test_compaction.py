@@ -406,3 +406,32 @@ def test_a_node_moved_and_pinned_in_one_commit_keeps_both(open_store: StoreFacto
     full = store.load_graph(session.session_id, FullGraph())
     assert full is not None and set(full.pinned) == {first, second}
     assert _stored_path(store, session.session_id) == [outer.node_id]
+
+
+@pytest.mark.parametrize("open_store", STORES, indirect=True)
+def test_a_copy_after_a_branch_back_under_a_summary_holds_the_summary(
+    open_store: StoreFactory,
+) -> None:
+    # The compaction moves the kept node under its summary, a later row: a
+    # path hint cut at a node below the summary (a branch back) lists rows
+    # up to that node's seq, so it misses the summary. A fork copied what
+    # the hint listed, without the summary at the root.
+    store = open_store()
+    driver = Driver(store)
+    session = driver.open(POLICY)
+    original = _chat(session, 2)
+    session.save()
+    summary = session.compact(original[0], "the first question")
+    session.save()
+    session.append({"text": "more"})
+    session.save()  # a hint worked out from the stored graph
+    session.branch(original[2])
+    session.append({"text": "again"})
+    session.save()  # that hint cut at original[2]
+    path = _stored_path(store, session.session_id)
+    assert path[0] == summary.node_id
+    copy = driver.resume(session.fork())
+    assert _stored_path(store, copy.session_id) == path
+    stored = store.load_graph(copy.session_id, FullGraph())
+    assert stored is not None and [n.node_id for n in stored.nodes] == path
+    driver.close()

@@ -135,6 +135,19 @@ def _hideable(stored: StoredSession) -> set[str]:
     return set(parents) - kept
 
 
+def _as_committed(stored: StoredSession, state: SessionState) -> StoredSession:
+    """``stored`` as the commit of ``state`` leaves it: its nodes (parents
+    as memory has them), its leaf and its pin changes."""
+    nodes = {node.node_id: node for node in stored.nodes}
+    nodes.update((node.node_id, node) for node in state.graph)
+    pinned = set(stored.pinned)
+    for node_id, flag in state.pin_changes:
+        (pinned.add if flag else pinned.discard)(node_id)
+    return attrs.evolve(
+        stored, nodes=tuple(nodes.values()), leaf_id=state.graph.leaf_id, pinned=tuple(pinned)
+    )
+
+
 def _same(one: SessionNode, other: SessionNode) -> bool:
     """The same node, up to its parent (repairs and compactions move it)."""
     return (one.node_id, one.kind, one.body, one.frame_id, one.created_at) == (
@@ -169,6 +182,8 @@ class Stack(RuleBasedStateMachine):
         self.counter = 0
         self.may_hide = False
         self.last: dict[str, StoredSession | None] = {}
+        #: What a race's operator saw when the commit went first, by session.
+        self.raced: dict[str, StoredSession] = {}
 
     # ---- calling, and what a call may raise ------------------------------------------
 
@@ -645,7 +660,11 @@ class Stack(RuleBasedStateMachine):
         if lease is None:
             return
         store: Any = self.operator
-        taken = store.claim_lease(slot.session_id, "thief", 60.0, now=lease.expires_at + 1)
+        # Past the lease held now: a later claim of the same owner (a
+        # restore, a resume) or a renewal may outlast the slot's own.
+        held = store.current_lease(slot.session_id)
+        until = lease.expires_at if held is None else max(lease.expires_at, held.expires_at)
+        taken = store.claim_lease(slot.session_id, "thief", 60.0, now=until + 1)
         if not keep:
             store.release_lease(taken)
         for other in self.slots:
@@ -681,6 +700,8 @@ class Stack(RuleBasedStateMachine):
         if stored is None or isinstance(self.call(lambda: slot.session.append(body)), Exception):
             return
         nodes = self.unsaved(slot)
+        sending = slot.session.state
+        assert sending is not None
         orphans = SessionGraph.from_nodes(stored.nodes, stored.leaf_id).orphan_ids()
         target = data.draw(st.sampled_from([*orphans, "no-such-node"]), "target")
         operator: Callable[[], object] = {
@@ -708,6 +729,10 @@ class Stack(RuleBasedStateMachine):
         SEEN[f"race-{action}-{order}:{type(committed).__name__}/{type(done).__name__}"] += 1
         if isinstance(committed, int):
             self.acknowledge(sid, nodes)
+            if commit_first:
+                # The operator acted on what the commit left: it may hide
+                # what the commit took off the active path.
+                self.raced[sid] = _as_committed(stored, sending)
         if action == "delete" and done is True:
             self.deleted.add(sid)
         if action == "expire" and not isinstance(done, Exception):
@@ -741,6 +766,7 @@ class Stack(RuleBasedStateMachine):
         assert problems == [], problems
         self.last = now
         self.may_hide = False
+        self.raced.clear()
         self._memory_and_store_agree()
 
     def _compactions_keep_their_history(self, stored: StoredSession) -> None:
@@ -764,6 +790,8 @@ class Stack(RuleBasedStateMachine):
             return
         assert self.may_hide, f"{session_id!r}: {sorted(vanished)} vanished"
         allowed = _hideable(before)
+        if session_id in self.raced:
+            allowed |= _hideable(self.raced[session_id])
         assert vanished <= allowed, f"{session_id!r}: hid {sorted(vanished - allowed)}"
         self.hidden.setdefault(session_id, set()).update(vanished)
         SEEN["nodes-hidden"] += len(vanished)

@@ -148,6 +148,22 @@ def test_a_wrong_or_broken_hint_never_changes_a_read(stores: tuple[SessionStore,
     assert _path(store, "x") == ["r", "x"]
 
 
+def test_a_wrong_or_short_hint_never_changes_a_copy(stores: tuple[SessionStore, Raw]) -> None:
+    # A fork reads the path as a read does: where the hinted ranges fall
+    # short, it walks the rest (it copied only the hinted part, or refused).
+    store, raw = stores
+    nodes = [make_node("r")] + [
+        make_node(f"n{i}", "r" if i == 1 else f"n{i - 1}") for i in range(1, 6)
+    ]
+    store.commit(make_commit("s", None, [*nodes, make_node("x", "r")], leaf_id="n5"))
+    truth = _walked(store)
+    for number, hint in enumerate(([[0, 6]], [[2, 5]], [[0, 0]], [[100, 200]], [], None)):
+        raw.set_hint("s", hint)
+        store.fork_session("s", None, f"copy{number}")
+        copy = store.load_graph(f"copy{number}", FullGraph())
+        assert copy is not None and [n.node_id for n in copy.nodes] == truth, hint
+
+
 def test_the_usual_read_uses_the_hint_alone(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SQLiteStore(path)

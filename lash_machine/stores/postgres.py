@@ -1152,6 +1152,13 @@ class PostgresStore:
             if at is not None:
                 found = conn.execute(_SELECT_PATH, {"sid": session_id, "leaf": at}).fetchall()
                 by_id = {r[0]: r for r in found}
+                start = first_missing(by_id, at)
+                if start is not None:
+                    # The hinted ranges fell short (a hint cut at a branch
+                    # point misses a summary a compaction put above older
+                    # rows): walk the rest, or the copy loses its root.
+                    rest = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
+                    by_id.update((r[0], r) for r in rest.fetchall())
                 rows = path_root_first(by_id.get, lambda r: r[1], at)
                 if not rows or rows[-1][0] != at:
                     raise ParentTombstoned(session_id, at)
