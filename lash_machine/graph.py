@@ -48,16 +48,27 @@ class SessionGraph:
 
     An unhealed graph may hold several nodes with one id; lookups then see
     the first of them.
+
+    Every graph knows whether its nodes are *ordered*: their ids are
+    unique and every parent stands before its child in insertion order (so
+    no parent is missing and no chain of parents can loop).
+    :meth:`from_nodes` finds out while it builds the index, and each edit
+    keeps the answer up to date at the cost of one lookup, so
+    :func:`heal_graph` answers an ordered graph whose leaf is a node at
+    once. (An edit never works the answer out again: a graph whose nodes
+    were out of order stays marked so until it is rebuilt.)
     """
 
     _nodes: PVector[SessionNode]
     _index: immutables.Map[str, int]
     leaf_id: str | None
+    #: True only when the nodes are known to be ordered (see above).
+    _ordered: bool = False
 
     @classmethod
     def empty(cls) -> SessionGraph:
         """A graph with no nodes and no leaf."""
-        return cls(pvector(), immutables.Map(), None)
+        return cls(pvector(), immutables.Map(), None, True)
 
     @classmethod
     def from_nodes(cls, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
@@ -66,7 +77,8 @@ class SessionGraph:
         ids = list(map(_ID, vector))
         # Built back to front, so the first copy of a duplicate id wins.
         index = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
-        return cls(vector, immutables.Map(index), leaf_id)
+        ordered = _ordered(vector, ids, index)
+        return cls(vector, immutables.Map(index), leaf_id, ordered)
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -111,35 +123,44 @@ class SessionGraph:
         Raises ``ValueError`` when the id is taken: a graph built by edits
         never holds duplicates.
         """
-        if node.node_id in self._index:
+        index = self._index
+        if node.node_id in index:
             raise ValueError(f"node id {node.node_id!r} is already in the graph")
+        # Every node already here stands before the new one.
+        parent = node.parent_id
+        ordered = self._ordered and (parent is None or parent in index)
         return SessionGraph(
             self._nodes.append(node),
-            self._index.set(node.node_id, len(self._nodes)),
+            index.set(node.node_id, len(self._nodes)),
             self.leaf_id,
+            ordered,
         )
 
     def extended(self, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
         """A graph with ``nodes`` added last, in order, and ``leaf_id`` as
         its leaf: what appending each and then moving the leaf gives, made
         as one new graph. Raises ``ValueError`` when an id is taken."""
-        vector, index = self._nodes, self._index
+        vector, index, ordered = self._nodes, self._index, self._ordered
         for node in nodes:
             if node.node_id in index:
                 raise ValueError(f"node id {node.node_id!r} is already in the graph")
+            parent = node.parent_id
+            ordered = ordered and (parent is None or parent in index)
             index = index.set(node.node_id, len(vector))
             vector = vector.append(node)
-        return SessionGraph(vector, index, leaf_id)
+        return SessionGraph(vector, index, leaf_id, ordered)
 
     def with_leaf(self, leaf_id: str | None) -> SessionGraph:
         """The same nodes with another leaf."""
-        return SessionGraph(self._nodes, self._index, leaf_id)
+        return SessionGraph(self._nodes, self._index, leaf_id, self._ordered)
 
     def with_parent(self, node_id: str, parent_id: str | None) -> SessionGraph:
         """The graph with one node's parent pointer changed."""
-        position = self._index[node_id]
+        index = self._index
+        position = index[node_id]
         node = evolve(self._nodes[position], parent_id=parent_id)
-        return SessionGraph(self._nodes.set(position, node), self._index, self.leaf_id)
+        ordered = self._ordered and (parent_id is None or index.get(parent_id, position) < position)
+        return SessionGraph(self._nodes.set(position, node), index, self.leaf_id, ordered)
 
     def without(self, node_ids: Iterable[str]) -> SessionGraph:
         """The graph without those nodes (an O(n) rebuild, for rare edits).
@@ -278,29 +299,32 @@ def _repair(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
 
 
 def _well_formed(graph: SessionGraph) -> bool:
-    """True when ``graph`` needs no repair, shown the cheap way: ids are
-    unique, every parent stands before its child in insertion order (so no
-    parent is missing and no chain of parents can loop), and the leaf is a
-    node. Graphs built by edits and read back in insertion order always
-    pass; any other graph goes through the full algorithm, whose verdict on
-    it is the same."""
-    count = len(graph)
-    index = graph._index  # first position of each id
+    """True when ``graph`` is known to need no repair: its nodes are ordered
+    (see :class:`SessionGraph`) and its leaf is a node. Graphs built by
+    edits and read back in insertion order always are; any other graph goes
+    through the full algorithm, whose verdict on it is the same."""
+    leaf = graph.leaf_id
+    return graph._ordered and (leaf is None or leaf in graph._index)
+
+
+def _ordered(nodes: PVector[SessionNode], ids: list[str], index: dict[str, int]) -> bool:
+    """Whether ``nodes``, whose ids are ``ids`` (in order) with first
+    positions ``index``, are ordered; one linear pass."""
+    count = len(ids)
     if len(index) != count:
         return False  # a duplicate id
-    leaf = graph.leaf_id
-    if leaf is not None and leaf not in index:
-        return False
-    nodes = graph._nodes
-    ids = list(map(_ID, nodes))
-    parents = list(map(_PARENT, nodes))
-    # Most nodes continue the node inserted just before them: compare the
-    # two lists shifted by one (no lookups), then look up only the others.
-    follows = map(operator.eq, parents[1:], ids[:-1])
-    others = itertools.compress(range(1, count), map(operator.not_, follows))
-    for position in itertools.chain((0,) if count else (), others):
-        parent = parents[position]
-        if parent is not None and index.get(parent, count) >= position:
+    if not count:
+        return True
+    if nodes[0].parent_id is not None:
+        return False  # the first node's parent cannot stand before it
+    # Most nodes continue the node inserted just before them: compare each
+    # parent with the id before it (no lookups, no list of parents made),
+    # then look up only the others.
+    follows_not = map(operator.ne, map(_PARENT, itertools.islice(nodes, 1, None)), ids)
+    get = index.get
+    for position in itertools.compress(range(1, count), follows_not):
+        parent = nodes[position].parent_id
+        if parent is not None and get(parent, count) >= position:
             return False
     return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hypothesis import given
+from hypothesis import strategies as st
 
 from lash_machine import NodeKind, SessionGraph, SessionNode, heal_graph
 from lash_machine.testing.healing import check_healing, graph_problems
@@ -101,3 +102,67 @@ def test_the_quick_check_refuses_a_parent_that_comes_later() -> None:
     assert not _well_formed(selfish) and not heal_graph(selfish)[1].is_clean
     dangling = SessionGraph.from_nodes([node("a", None), node("b", "x")], "b")
     assert not _well_formed(dangling) and not heal_graph(dangling)[1].is_clean
+
+
+def _parents_first(graph: SessionGraph) -> bool:
+    """The ordered-graph rule, checked the slow, obvious way: unique ids,
+    each parent before its child, a leaf that is a node."""
+    seen: set[str] = set()
+    for each in graph:
+        if each.node_id in seen or (each.parent_id is not None and each.parent_id not in seen):
+            return False
+        seen.add(each.node_id)
+    return graph.leaf_id is None or graph.leaf_id in seen
+
+
+_EDITS = st.lists(
+    st.tuples(
+        st.sampled_from(["append", "extend", "leaf", "parent", "without"]),
+        st.integers(0, 12),
+        st.integers(-1, 12),
+    ),
+    max_size=25,
+)
+
+
+@given(st.one_of(well_formed_graphs(12), corrupt_graphs(12)), _EDITS)
+def test_every_graph_knows_whether_it_is_ordered_through_any_edits(
+    graph: SessionGraph, edits: list[tuple[str, int, int]]
+) -> None:
+    """The verdict a graph carries (what heal_graph trusts) is the slow
+    check's, after from_nodes and after every kind of edit, including ones
+    that break the order (a parent moved later, a leaf that names no node);
+    a graph out of order stays marked so until it is rebuilt."""
+    from lash_machine.graph import _well_formed
+
+    assert _well_formed(graph) == _parents_first(graph)
+    fresh = iter(range(10**6))
+    for what, a, b in edits:
+        ids = [n.node_id for n in graph]
+        was = graph._ordered
+
+        def name(i: int, ids: list[str] = ids) -> str | None:
+            return None if i < 0 or not ids else ids[i % len(ids)]
+
+        if what == "append":
+            parent = "missing" if a % 4 == 0 else name(b)
+            graph = graph.append(node(f"new{next(fresh)}", parent))
+        elif what == "extend":
+            first, second = f"new{next(fresh)}", f"new{next(fresh)}"
+            graph = graph.extended(
+                [node(first, name(b)), node(second, first if a % 2 else "missing")],
+                second if a % 3 else "nowhere",
+            )
+        elif what == "leaf":
+            graph = graph.with_leaf(name(a) if b != 12 else "nowhere")
+        elif what == "parent" and ids:
+            graph = graph.with_parent(ids[a % len(ids)], name(b))
+        elif what == "without" and ids:
+            graph = graph.without([ids[a % len(ids)]])
+        # Never ordered when it is not; exactly when it was before the edit
+        # (an edit does not work out again a verdict it was not given).
+        assert _well_formed(graph) <= _parents_first(graph), what
+        if was or what == "without":
+            assert _well_formed(graph) == _parents_first(graph), what
+        if _well_formed(graph):
+            assert heal_graph(graph)[0] is graph and graph_problems(graph) == []
