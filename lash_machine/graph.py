@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import attrs
@@ -175,6 +175,14 @@ class SessionGraph:
 
     # ---- the active path -------------------------------------------------
 
+    def is_path(self) -> bool:
+        """True when the nodes, in insertion order, are the active path
+        itself: the first a root, each next one a child of the one before,
+        the last the leaf (what an active-path read gives). One pass,
+        without lookups."""
+        nodes = self._nodes
+        return bool(nodes) and nodes[-1].node_id == self.leaf_id and is_chain(nodes)
+
     def active_path(self) -> tuple[SessionNode, ...]:
         """The chain of parents from the leaf up to a root, root first.
 
@@ -183,14 +191,23 @@ class SessionGraph:
         """
         path: list[SessionNode] = []
         seen: set[str] = set()
+        nodes, index = self._nodes, self._index
+        # In an ordered graph a node's parent is most often the node
+        # inserted just before it: look there before looking it up.
+        ordered = self._ordered
         current = self.leaf_id
-        while current is not None and current not in seen:
-            node = self.get(current)
-            if node is None:
-                break
-            seen.add(current)
+        position = index.get(current) if current is not None else None
+        while position is not None and current not in seen:
+            node = nodes[position]
+            seen.add(node.node_id)
             path.append(node)
             current = node.parent_id
+            if current is None:
+                break
+            if ordered and position and nodes[position - 1].node_id == current:
+                position -= 1
+            else:
+                position = index.get(current)
         path.reverse()
         return tuple(path)
 
@@ -202,6 +219,15 @@ class SessionGraph:
         """Ids of the nodes not on the active path, in insertion order."""
         on_path = self.active_path_ids()
         return tuple(node.node_id for node in self._nodes if node.node_id not in on_path)
+
+
+def is_chain(nodes: Sequence[SessionNode]) -> bool:
+    """True when ``nodes`` are one chain in order: the first a root, each
+    next one a child of the one before."""
+    if not nodes or nodes[0].parent_id is not None:
+        return False
+    parents = map(_PARENT, itertools.islice(nodes, 1, None))
+    return all(map(operator.eq, parents, map(_ID, nodes)))
 
 
 # ---- healing -------------------------------------------------------------

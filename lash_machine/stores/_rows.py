@@ -9,8 +9,10 @@ corrupt row is reported, never skipped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -37,8 +39,10 @@ __all__ = [
     "NodeRow",
     "SessionRow",
     "built_on",
+    "chained",
     "check_session_id",
     "decode_node",
+    "decode_nodes",
     "decode_session",
     "dump_json",
     "encode_intent",
@@ -249,6 +253,75 @@ def decode_node(session_id: str, row: Sequence[Any]) -> SessionNode:
     return _decode_odd_node(session_id, row)
 
 
+def _node_maker() -> Callable[[str, str | None, NodeKind, JSON, str | None, float], SessionNode]:
+    """A positional constructor of :class:`SessionNode` that fills the slots
+    directly: the attrs ``__init__`` of a frozen class goes through
+    ``object.__setattr__`` by name for every field, which is most of what
+    building a decoded node costs. The record has no validator or converter
+    to skip."""
+    fields = [field.name for field in attrs.fields(SessionNode)]
+    assert fields == ["node_id", "parent_id", "kind", "body", "frame_id", "created_at"]
+    set_id, set_parent, set_kind, set_body, set_frame, set_time = (
+        SessionNode.__dict__[name].__set__ for name in fields
+    )
+    new = object.__new__
+
+    def make(  # noqa: PLR0917 (the record's own field order, as its __init__)
+        node_id: str,
+        parent_id: str | None,
+        kind: NodeKind,
+        body: JSON,
+        frame_id: str | None,
+        created_at: float,
+    ) -> SessionNode:
+        node: SessionNode = new(SessionNode)
+        set_id(node, node_id)
+        set_parent(node, parent_id)
+        set_kind(node, kind)
+        set_body(node, body)
+        set_frame(node, frame_id)
+        set_time(node, created_at)
+        return node
+
+    return make
+
+
+_make_node = _node_maker()
+
+
+def decode_nodes(session_id: str, rows: Iterable[Sequence[Any]]) -> tuple[SessionNode, ...]:
+    """The nodes of rows whose first six columns are those of
+    :func:`decode_node` (any columns after them are ignored), in order: what
+    :func:`decode_node` gives for each, in one tight loop for the common
+    case; any row off it goes through :func:`decode_node` itself."""
+    nodes: list[SessionNode] = []
+    append = nodes.append
+    kinds = _KINDS
+    raw_decode = _raw_decode
+    make = _make_node
+    for row in rows:
+        node_id, parent_id, kind, frame_id, created_at, text = row[0:6]
+        node_kind = kinds.get(kind) if type(kind) is str else None
+        if (
+            type(node_id) is str
+            and node_kind is not None
+            and type(created_at) is float
+            and created_at - created_at == 0.0  # finite
+            and (parent_id is None or type(parent_id) is str)
+            and (frame_id is None or type(frame_id) is str)
+            and type(text) is str
+        ):
+            try:
+                body, end = raw_decode(text)
+            except (ValueError, RecursionError):
+                end = -1
+            if end == len(text):
+                append(make(node_id, parent_id, node_kind, body, frame_id, created_at))
+                continue
+        append(decode_node(session_id, row[0:6]))
+    return tuple(nodes)
+
+
 def _decode_odd_node(session_id: str, row: Sequence[Any]) -> SessionNode:
     """The slow path of :func:`decode_node`: say what is wrong, or accept an
     integer timestamp."""
@@ -433,6 +506,15 @@ def path_root_first(
         current = parent_of(item)
     chain.reverse()
     return chain
+
+
+def chained(rows: Sequence[Sequence[Any]]) -> bool:
+    """True when ``rows`` (``(node_id, parent_id, ...)``) are one chain
+    in order: the first a root, each next one a child of the one before."""
+    if not rows or rows[0][1] is not None:
+        return False
+    parents = map(operator.itemgetter(1), itertools.islice(rows, 1, None))
+    return all(map(operator.eq, parents, map(operator.itemgetter(0), rows)))
 
 
 def with_parent(row: NodeRow, parent_id: str | None) -> NodeRow:
