@@ -160,9 +160,6 @@ _SELECT_DELETED = "SELECT deleted_at FROM lash_deleted WHERE session_id = ?"
 _SELECT_STAMP = (
     "SELECT head_revision, generation, created_by FROM lash_sessions WHERE session_id = ?"
 )
-_SELECT_FULL = (
-    f"SELECT {_NODE_COLUMNS} FROM lash_nodes WHERE session_id = ? AND tombstoned = 0 ORDER BY seq"
-)
 # The walk carries only keys, so UNION's duplicate check (which ends a
 # parent cycle) compares ids, not bodies; the rows are joined back after.
 # The result is a set, each row with its seq last: path_root_first walks it.
@@ -178,17 +175,9 @@ WITH RECURSIVE path(node_id, parent_id) AS (
 SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq FROM path
   JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
 """
-# The rows of the hinted seq ranges (a JSON array of [first, last]): one
-# index range scan each.
-_SELECT_RANGES = f"""
-SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq
-  FROM json_each(?2) AS r
- CROSS JOIN lash_nodes AS n
- WHERE n.session_id = ?1 AND n.seq BETWEEN r.value ->> 0 AND r.value ->> 1 AND n.tombstoned = 0
-"""
 # What load_graph reads: the node columns, then whether the node is pinned
 # (so the pins come with the rows: no second pass over the session's rows),
-# then its seq. Each statement as above.
+# then its seq.
 _READ_COLUMNS = ", ".join(f"n.{c}" for c in [*_NODE_COLUMNS.split(", "), "pinned", "seq"])
 _READ_FULL = (
     f"SELECT {_READ_COLUMNS} FROM lash_nodes AS n"
@@ -206,11 +195,16 @@ WITH RECURSIVE path(node_id, parent_id) AS (
 SELECT {_READ_COLUMNS} FROM path
   JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
 """
+# The rows of the hinted seq ranges (a JSON array of [first, last]): one
+# index range scan each. Text that is not JSON reads as no ranges, and an
+# item that is not an array matches no row: a hint is only tried.
 _READ_RANGES = f"""
 SELECT {_READ_COLUMNS}
-  FROM json_each(?2) AS r
+  FROM json_each(CASE WHEN json_valid(?2) THEN ?2 ELSE '[]' END) AS r
  CROSS JOIN lash_nodes AS n
- WHERE n.session_id = ?1 AND n.seq BETWEEN r.value ->> 0 AND r.value ->> 1 AND n.tombstoned = 0
+ WHERE n.session_id = ?1 AND n.tombstoned = 0
+   AND n.seq BETWEEN (CASE WHEN r.type = 'array' THEN r.value ->> 0 END)
+                 AND (CASE WHEN r.type = 'array' THEN r.value ->> 1 END)
 """
 # CROSS JOIN keeps the ranges as the outer loop (SQLite never reorders it):
 # left to the planner, it scans every node of the session and tries each
@@ -873,7 +867,7 @@ def _read_path(conn: sqlite3.Connection, session_id: str, leaf: object, hint: ob
     leaf: an intact hint) are taken as they are, without a walk."""
     by_id: dict[Any, Any] = {}
     start: object = leaf
-    if parse_hint(hint) is not None:
+    if type(hint) is str:
         rows = conn.execute(_READ_RANGES, (session_id, hint)).fetchall()
         if rows and rows[-1][0] == leaf and chained(rows):
             return rows
