@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from lash_machine import heal_graph, step
 from lash_machine.events import Append, Open
-from lash_machine.graph import _ID, SessionGraph, _ordered
+from lash_machine.graph import _ID, SessionGraph, _order
 from lash_machine.model import NodeKind, SessionNode
 from lash_machine.state import MachineState
 from lash_machine.testing.records import POLICY
@@ -83,7 +83,7 @@ def order_check(graph: SessionGraph) -> Callable[[], object]:
     vector = graph._nodes
     ids = list(map(_ID, vector))
     index = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
-    return lambda: _ordered(vector, ids, index)
+    return lambda: _order(vector, ids, index)
 
 
 def per_call(call: Callable[[], object], inner: int, repeats: int) -> float:

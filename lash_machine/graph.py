@@ -64,11 +64,14 @@ class SessionGraph:
     leaf_id: str | None
     #: True only when the nodes are known to be ordered (see above).
     _ordered: bool = False
+    #: True only when the nodes are also known to be one chain: the first a
+    #: root, each next one a child of the one before (an active path read).
+    _chain: bool = False
 
     @classmethod
     def empty(cls) -> SessionGraph:
         """A graph with no nodes and no leaf."""
-        return cls(pvector(), immutables.Map(), None, True)
+        return cls(pvector(), immutables.Map(), None, True, True)
 
     @classmethod
     def from_nodes(cls, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
@@ -77,8 +80,8 @@ class SessionGraph:
         ids = list(map(_ID, vector))
         # Built back to front, so the first copy of a duplicate id wins.
         index = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
-        ordered = _ordered(vector, ids, index)
-        return cls(vector, immutables.Map(index), leaf_id, ordered)
+        order = _order(vector, ids, index)
+        return cls(vector, immutables.Map(index), leaf_id, order >= _ORDERED, order == _CHAIN)
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -129,30 +132,36 @@ class SessionGraph:
         # Every node already here stands before the new one.
         parent = node.parent_id
         ordered = self._ordered and (parent is None or parent in index)
+        nodes = self._nodes
+        chain = self._chain and parent == (nodes[-1].node_id if nodes else None)
         return SessionGraph(
-            self._nodes.append(node),
-            index.set(node.node_id, len(self._nodes)),
+            nodes.append(node),
+            index.set(node.node_id, len(nodes)),
             self.leaf_id,
             ordered,
+            chain,
         )
 
     def extended(self, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
         """A graph with ``nodes`` added last, in order, and ``leaf_id`` as
         its leaf: what appending each and then moving the leaf gives, made
         as one new graph. Raises ``ValueError`` when an id is taken."""
-        vector, index, ordered = self._nodes, self._index, self._ordered
+        vector, index, ordered, chain = self._nodes, self._index, self._ordered, self._chain
+        last = vector[-1].node_id if vector else None
         for node in nodes:
             if node.node_id in index:
                 raise ValueError(f"node id {node.node_id!r} is already in the graph")
             parent = node.parent_id
             ordered = ordered and (parent is None or parent in index)
+            chain = chain and parent == last
+            last = node.node_id
             index = index.set(node.node_id, len(vector))
             vector = vector.append(node)
-        return SessionGraph(vector, index, leaf_id, ordered)
+        return SessionGraph(vector, index, leaf_id, ordered, chain)
 
     def with_leaf(self, leaf_id: str | None) -> SessionGraph:
         """The same nodes with another leaf."""
-        return SessionGraph(self._nodes, self._index, leaf_id, self._ordered)
+        return SessionGraph(self._nodes, self._index, leaf_id, self._ordered, self._chain)
 
     def with_parent(self, node_id: str, parent_id: str | None) -> SessionGraph:
         """The graph with one node's parent pointer changed."""
@@ -160,7 +169,10 @@ class SessionGraph:
         position = index[node_id]
         node = evolve(self._nodes[position], parent_id=parent_id)
         ordered = self._ordered and (parent_id is None or index.get(parent_id, position) < position)
-        return SessionGraph(self._nodes.set(position, node), index, self.leaf_id, ordered)
+        # Still a chain only if the pointer did not move (worked out again
+        # on a rebuild, not here).
+        chain = self._chain and parent_id == self._nodes[position].parent_id
+        return SessionGraph(self._nodes.set(position, node), index, self.leaf_id, ordered, chain)
 
     def without(self, node_ids: Iterable[str]) -> SessionGraph:
         """The graph without those nodes (an O(n) rebuild, for rare edits).
@@ -181,7 +193,7 @@ class SessionGraph:
         the last the leaf (what an active-path read gives). One pass,
         without lookups."""
         nodes = self._nodes
-        return bool(nodes) and nodes[-1].node_id == self.leaf_id and is_chain(nodes)
+        return self._chain and bool(nodes) and nodes[-1].node_id == self.leaf_id
 
     def active_path(self) -> tuple[SessionNode, ...]:
         """The chain of parents from the leaf up to a root, root first.
@@ -226,8 +238,9 @@ def is_chain(nodes: Sequence[SessionNode]) -> bool:
     next one a child of the one before."""
     if not nodes or nodes[0].parent_id is not None:
         return False
-    parents = map(_PARENT, itertools.islice(nodes, 1, None))
-    return all(map(operator.eq, parents, map(_ID, nodes)))
+    # Two lists compared in C: faster than a comparison per pair in Python.
+    parents = list(map(_PARENT, itertools.islice(nodes, 1, None)))
+    return parents == list(map(_ID, itertools.islice(nodes, len(nodes) - 1)))
 
 
 # ---- healing -------------------------------------------------------------
@@ -333,26 +346,33 @@ def _well_formed(graph: SessionGraph) -> bool:
     return graph._ordered and (leaf is None or leaf in graph._index)
 
 
-def _ordered(nodes: PVector[SessionNode], ids: list[str], index: dict[str, int]) -> bool:
-    """Whether ``nodes``, whose ids are ``ids`` (in order) with first
-    positions ``index``, are ordered; one linear pass."""
+_UNORDERED, _ORDERED, _CHAIN = 0, 1, 2
+
+
+def _order(nodes: PVector[SessionNode], ids: list[str], index: dict[str, int]) -> int:
+    """How ``nodes``, whose ids are ``ids`` (in order) with first positions
+    ``index``, stand: unordered, ordered, or ordered as one chain (no node
+    but the first is a root, and each continues the one before); one
+    linear pass."""
     count = len(ids)
     if len(index) != count:
-        return False  # a duplicate id
+        return _UNORDERED  # a duplicate id
     if not count:
-        return True
+        return _CHAIN
     if nodes[0].parent_id is not None:
-        return False  # the first node's parent cannot stand before it
+        return _UNORDERED  # the first node's parent cannot stand before it
     # Most nodes continue the node inserted just before them: compare each
     # parent with the id before it (no lookups, no list of parents made),
     # then look up only the others.
     follows_not = map(operator.ne, map(_PARENT, itertools.islice(nodes, 1, None)), ids)
     get = index.get
+    order = _CHAIN
     for position in itertools.compress(range(1, count), follows_not):
         parent = nodes[position].parent_id
         if parent is not None and get(parent, count) >= position:
-            return False
-    return True
+            return _UNORDERED
+        order = _ORDERED
+    return order
 
 
 _UNSEEN, _ON_WALK, _DONE = 0, 1, 2

@@ -504,20 +504,24 @@ def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[Machine
         raise _refuse(
             state, event, f"loaded session {read.session_id!r}, asked for {context.session_id!r}"
         )
+    base = None if read is None else _from_store(read)
     if (
         read is not None
+        and base is not None
         and pending.purpose is Purpose.OPEN
         and context.residency is Residency.ACTIVE_PATH_ONLY
-        and not _path_resolves(read)
+        # The graph built from a path read knows whether it is that path.
+        and not (base.graph.is_path() or _path_resolves(read))
     ):
         # The stored path is broken: heal against the full graph, then trim.
         return _load(state, context, Purpose.OPEN_FULL, FullGraph())
     back = evolve(state, phase=context.return_to, opening=None, parked=context.parked)
-    if read is None and context.expect_stored:
+    if base is None and context.expect_stored:
         # The handle was committed: its session was deleted, or this is
         # another store. Never start it afresh under the handle's id.
         return back, [_failed("resume", SessionNotFound(context.session_id))]
-    base = _fresh_session(context.session_id, context.policy) if read is None else _from_store(read)
+    if base is None:
+        base = _fresh_session(context.session_id, context.policy)
     try:
         session, report = _build(base, context.policy, context.now, context.residency)
     except ModelSpecMissing as error:

@@ -513,8 +513,9 @@ def chained(rows: Sequence[Sequence[Any]]) -> bool:
     in order: the first a root, each next one a child of the one before."""
     if not rows or rows[0][1] is not None:
         return False
-    parents = map(operator.itemgetter(1), itertools.islice(rows, 1, None))
-    return all(map(operator.eq, parents, map(operator.itemgetter(0), rows)))
+    # Two lists compared in C: faster than a comparison per pair in Python.
+    parents = list(map(operator.itemgetter(1), itertools.islice(rows, 1, None)))
+    return parents == list(map(operator.itemgetter(0), itertools.islice(rows, len(rows) - 1)))
 
 
 def with_parent(row: NodeRow, parent_id: str | None) -> NodeRow:
