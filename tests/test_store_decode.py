@@ -5,6 +5,7 @@ written behind a store's back."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import Any
@@ -13,9 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lash_machine import CorruptRow
+from lash_machine import CorruptRow, wire
+from lash_machine.model import AgentFrame, SessionPolicy
 from lash_machine.stores._rows import chained, decode_node, decode_nodes
-from lash_machine.testing.strategies import json_values, small_ids
+from lash_machine.testing.strategies import json_values, policies, small_ids, times
 
 _good = st.tuples(
     small_ids,
@@ -107,3 +109,102 @@ def test_each_odd_column_is_decoded_in_bulk_as_one_by_one(column: int, value: An
     except CorruptRow as exc:
         bulk = f"{type(exc).__name__}: {exc}"
     assert bulk == _one_by_one(rows)
+
+
+_ODD_VALUES = [None, True, 1, 2**64, 1.5, math.inf, "", "x", [], {}, {"id": "m"}, {"id": 1}]
+_odd_values = st.sampled_from(_ODD_VALUES)
+
+
+@st.composite
+def _stored_records(draw: st.DrawFn) -> Any:
+    """A policy or frame as stores write it, maybe with one value swapped,
+    one key added or one key dropped (anywhere in it)."""
+    policy = draw(policies)
+    if draw(st.booleans()):
+        record: Any = wire.unstructure(policy)
+    else:
+        frame = AgentFrame(
+            draw(small_ids), draw(st.none() | small_ids), draw(small_ids), policy, draw(times)
+        )
+        record = wire.unstructure(frame)
+    mapping = record
+    while draw(st.booleans()):
+        nested = [k for k, v in mapping.items() if isinstance(v, dict)]
+        if not nested:
+            break
+        mapping = mapping[draw(st.sampled_from(nested))]
+    how = draw(st.sampled_from(["none", "swap", "add", "drop"]))
+    key = draw(st.sampled_from(sorted(mapping)))
+    if how == "swap":
+        mapping[key] = draw(_odd_values)
+    elif how == "add":
+        mapping["extra"] = 1
+    elif how == "drop":
+        del mapping[key]
+    return record
+
+
+def _judged(build: Any) -> Any:
+    try:
+        return build()
+    except CorruptRow as exc:
+        return f"CorruptRow: {exc}"
+
+
+@given(_stored_records())
+def test_policies_and_frames_read_back_as_the_codec_reads_them(data: Any) -> None:
+    from lash_machine.stores._rows import _frame_of, _policy_of, _record
+
+    if "frame_id" in data or "reason" in data:
+        fast = _judged(lambda: _frame_of(copy.deepcopy(data), "s"))
+        slow = _judged(lambda: _record(copy.deepcopy(data), AgentFrame, "s", "frames"))
+    else:
+        fast = _judged(lambda: _policy_of(copy.deepcopy(data), "s", "policy"))
+        slow = _judged(lambda: _record(copy.deepcopy(data), SessionPolicy, "s", "policy"))
+    assert fast == slow
+    assert type(fast) is type(slow)
+
+
+def _paths(record: dict[str, Any], at: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for key, value in record.items():
+        found.append((*at, key))
+        if isinstance(value, dict):
+            found += _paths(value, (*at, key))
+    return found
+
+
+@pytest.mark.parametrize("kind", [SessionPolicy, AgentFrame])
+def test_every_odd_value_anywhere_in_a_policy_or_frame_is_judged_as_the_codec_does(
+    kind: type[Any],
+) -> None:
+    from lash_machine.stores._rows import _frame_of, _policy_of, _record
+    from lash_machine.testing.records import POLICY
+
+    base = wire.unstructure(
+        POLICY if kind is SessionPolicy else AgentFrame("f", None, "initial", POLICY, 1.0)
+    )
+
+    def both(data: Any) -> tuple[Any, Any]:
+        what = "policy" if kind is SessionPolicy else "frames"
+        fast = (
+            (lambda: _policy_of(data, "s", what))
+            if kind is SessionPolicy
+            else (lambda: _frame_of(data, "s"))
+        )
+        return _judged(fast), _judged(lambda: _record(copy.deepcopy(data), kind, "s", what))
+
+    for path in _paths(base):
+        for change in [*_ODD_VALUES, "drop", "add"]:
+            data = copy.deepcopy(base)
+            holder = data
+            for key in path[:-1]:
+                holder = holder[key]
+            if change == "drop":
+                del holder[path[-1]]
+            elif change == "add":
+                holder["extra"] = 1
+            else:
+                holder[path[-1]] = copy.deepcopy(change)
+            fast, slow = both(data)
+            assert fast == slow and type(fast) is type(slow), (path, change)

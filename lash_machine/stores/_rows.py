@@ -24,6 +24,7 @@ from ..errors import CorruptRow, StoreError, WireError
 from ..model import (
     JSON,
     AgentFrame,
+    ModelSpec,
     NodeKind,
     PluginSnapshot,
     SessionNode,
@@ -124,6 +125,58 @@ def _record(data: Any, cls: type[T], session_id: str, what: str) -> T:
         return wire.structure(data, cls)
     except WireError as exc:
         raise CorruptRow(session_id, None, f"{what}: {exc}") from None
+
+
+_POLICY_KEYS = frozenset({"model", "provider_id", "max_turns"})
+_MODEL_KEYS = frozenset({"id", "context_window"})
+_FRAME_KEYS = frozenset({"frame_id", "parent_frame_id", "reason", "policy", "created_at"})
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _small_int(value: object) -> bool:
+    return type(value) is int and _INT_MIN <= value <= _INT_MAX
+
+
+def _plain_policy(data: Any) -> SessionPolicy | None:
+    """The policy of data exactly as stores write it (every field, plain
+    types, nothing else), built directly; ``None`` for anything else, which
+    the wire codec then judges. Equal to what the codec builds."""
+    if type(data) is not dict or data.keys() != _POLICY_KEYS:
+        return None
+    model, provider_id, max_turns = data["model"], data["provider_id"], data["max_turns"]
+    if type(model) is not dict or model.keys() != _MODEL_KEYS:
+        return None
+    model_id, window = model["id"], model["context_window"]
+    if (
+        type(model_id) is str
+        and (window is None or _small_int(window))
+        and type(provider_id) is str
+        and (max_turns is None or _small_int(max_turns))
+    ):
+        return SessionPolicy(ModelSpec(model_id, window), provider_id, max_turns)
+    return None
+
+
+def _policy_of(data: Any, session_id: str, what: str) -> SessionPolicy:
+    policy = _plain_policy(data)
+    return _record(data, SessionPolicy, session_id, what) if policy is None else policy
+
+
+def _frame_of(data: Any, session_id: str) -> AgentFrame:
+    """A frame as :func:`_policy_of` builds a policy."""
+    if type(data) is dict and data.keys() == _FRAME_KEYS:
+        frame_id, parent, reason = data["frame_id"], data["parent_frame_id"], data["reason"]
+        policy, created_at = _plain_policy(data["policy"]), data["created_at"]
+        if (
+            policy is not None
+            and type(frame_id) is str
+            and (parent is None or type(parent) is str)
+            and type(reason) is str
+            and type(created_at) is float
+            and created_at - created_at == 0.0  # finite
+        ):
+            return AgentFrame(frame_id, parent, reason, policy, created_at)
+    return _record(data, AgentFrame, session_id, "frames")
 
 
 def check_session_id(session_id: object) -> None:
@@ -447,10 +500,8 @@ def decode_session(
     return StoredSession(
         session_id=session_id,
         head_revision=head_revision,
-        policy=_record(
-            _load_json(policy, session_id, None, "policy"), SessionPolicy, session_id, "policy"
-        ),
-        frames=tuple(_record(f, AgentFrame, session_id, "frames") for f in frame_data),
+        policy=_policy_of(_load_json(policy, session_id, None, "policy"), session_id, "policy"),
+        frames=tuple(_frame_of(f, session_id) for f in frame_data),
         current_frame_id=current_frame_id,
         nodes=nodes,
         leaf_id=leaf_id,
