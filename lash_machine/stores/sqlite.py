@@ -176,9 +176,8 @@ SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq FROM path
   JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
 """
 # What load_graph reads: the node columns, then whether the node is pinned
-# (so the pins come with the rows: no second pass over the session's rows),
-# then its seq.
-_READ_COLUMNS = ", ".join(f"n.{c}" for c in [*_NODE_COLUMNS.split(", "), "pinned", "seq"])
+# (so the pins come with the rows: no second pass over the session's rows).
+_READ_COLUMNS = ", ".join(f"n.{c}" for c in [*_NODE_COLUMNS.split(", "), "pinned"])
 _READ_FULL = (
     f"SELECT {_READ_COLUMNS} FROM lash_nodes AS n"
     " WHERE n.session_id = ? AND n.tombstoned = 0 ORDER BY n.seq"
