@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import attrs
@@ -49,11 +49,25 @@ class SessionGraph:
 
     An unhealed graph may hold several nodes with one id; lookups then see
     the first of them.
+
+    Every graph knows whether its nodes are *ordered*: their ids are
+    unique and every parent stands before its child in insertion order (so
+    no parent is missing and no chain of parents can loop).
+    :meth:`from_nodes` finds out while it builds the index, and each edit
+    keeps the answer up to date at the cost of one lookup, so
+    :func:`heal_graph` answers an ordered graph whose leaf is a node at
+    once. (An edit never works the answer out again: a graph whose nodes
+    were out of order stays marked so until it is rebuilt.)
     """
 
     _nodes: PVector[SessionNode]
     _index: immutables.Map[str, int]
     leaf_id: str | None
+    #: True only when the nodes are known to be ordered (see above).
+    _ordered: bool = False
+    #: True only when the nodes are also known to be one chain: the first a
+    #: root, each next one a child of the one before (an active path read).
+    _chain: bool = False
     #: How many of the nodes are summaries (so that a branch need not walk
     #: the path to learn that none can be at its root).
     summaries: int = 0
@@ -66,7 +80,7 @@ class SessionGraph:
     @classmethod
     def empty(cls) -> SessionGraph:
         """A graph with no nodes and no leaf."""
-        return cls(pvector(), immutables.Map(), None)
+        return cls(pvector(), immutables.Map(), None, True, True)
 
     @classmethod
     def from_nodes(cls, nodes: Iterable[SessionNode], leaf_id: str | None) -> SessionGraph:
@@ -75,8 +89,16 @@ class SessionGraph:
         ids = list(map(_ID, vector))
         # Built back to front, so the first copy of a duplicate id wins.
         index = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
+        order = _order(vector, ids, index)
         summaries = list(map(_KIND, vector)).count(NodeKind.SUMMARY)
-        return cls(vector, immutables.Map(index), leaf_id, summaries)
+        return cls(
+            vector,
+            immutables.Map(index),
+            leaf_id,
+            order >= _ORDERED,
+            order == _CHAIN,
+            summaries,
+        )
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -121,12 +143,20 @@ class SessionGraph:
         Raises ``ValueError`` when the id is taken: a graph built by edits
         never holds duplicates.
         """
-        if node.node_id in self._index:
+        index = self._index
+        if node.node_id in index:
             raise ValueError(f"node id {node.node_id!r} is already in the graph")
+        # Every node already here stands before the new one.
+        parent = node.parent_id
+        ordered = self._ordered and (parent is None or parent in index)
+        nodes = self._nodes
+        chain = self._chain and parent == (nodes[-1].node_id if nodes else None)
         return SessionGraph(
-            self._nodes.append(node),
-            self._index.set(node.node_id, len(self._nodes)),
+            nodes.append(node),
+            index.set(node.node_id, len(nodes)),
             self.leaf_id,
+            ordered,
+            chain,
             self.summaries + (node.kind == NodeKind.SUMMARY),
         )
 
@@ -134,20 +164,26 @@ class SessionGraph:
         """A graph with ``nodes`` added last, in order, and ``leaf_id`` as
         its leaf: what appending each and then moving the leaf gives, made
         as one new graph. Raises ``ValueError`` when an id is taken."""
-        vector, index, summaries = self._nodes, self._index, self.summaries
+        vector, index, ordered, chain = self._nodes, self._index, self._ordered, self._chain
+        last = vector[-1].node_id if vector else None
+        summaries = self.summaries
         added: list[SessionNode] = []
         tip = self.leaf_id if self._path is not None else None
         chained = self._path is not None
         for node in nodes:
             if node.node_id in index:
                 raise ValueError(f"node id {node.node_id!r} is already in the graph")
+            parent = node.parent_id
+            ordered = ordered and (parent is None or parent in index)
+            chain = chain and parent == last
+            last = node.node_id
             index = index.set(node.node_id, len(vector))
             vector = vector.append(node)
             summaries += node.kind == NodeKind.SUMMARY
             added.append(node)
-            chained = chained and node.parent_id == tip
+            chained = chained and parent == tip
             tip = node.node_id
-        graph = SessionGraph(vector, index, leaf_id, summaries)
+        graph = SessionGraph(vector, index, leaf_id, ordered, chain, summaries)
         if chained and added and tip == leaf_id and self._path is not None:
             # A chain on the leaf, ending at the new leaf: the walk from it
             # runs down the chain and on as the old one did.
@@ -156,14 +192,21 @@ class SessionGraph:
 
     def with_leaf(self, leaf_id: str | None) -> SessionGraph:
         """The same nodes with another leaf."""
-        return SessionGraph(self._nodes, self._index, leaf_id, self.summaries)
+        return SessionGraph(
+            self._nodes, self._index, leaf_id, self._ordered, self._chain, self.summaries
+        )
 
     def with_parent(self, node_id: str, parent_id: str | None) -> SessionGraph:
         """The graph with one node's parent pointer changed."""
-        position = self._index[node_id]
+        index = self._index
+        position = index[node_id]
         node = evolve(self._nodes[position], parent_id=parent_id)
+        ordered = self._ordered and (parent_id is None or index.get(parent_id, position) < position)
+        # Still a chain only if the pointer did not move (worked out again
+        # on a rebuild, not here).
+        chain = self._chain and parent_id == self._nodes[position].parent_id
         return SessionGraph(
-            self._nodes.set(position, node), self._index, self.leaf_id, self.summaries
+            self._nodes.set(position, node), index, self.leaf_id, ordered, chain, self.summaries
         )
 
     def without(self, node_ids: Iterable[str]) -> SessionGraph:
@@ -179,6 +222,14 @@ class SessionGraph:
 
     # ---- the active path -------------------------------------------------
 
+    def is_path(self) -> bool:
+        """True when the nodes, in insertion order, are the active path
+        itself: the first a root, each next one a child of the one before,
+        the last the leaf (what an active-path read gives). One pass,
+        without lookups."""
+        nodes = self._nodes
+        return self._chain and bool(nodes) and nodes[-1].node_id == self.leaf_id
+
     def active_path(self) -> tuple[SessionNode, ...]:
         """The chain of parents from the leaf up to a root, root first.
 
@@ -189,14 +240,23 @@ class SessionGraph:
             return self._path
         path: list[SessionNode] = []
         seen: set[str] = set()
+        nodes, index = self._nodes, self._index
+        # In an ordered graph a node's parent is most often the node
+        # inserted just before it: look there before looking it up.
+        ordered = self._ordered
         current = self.leaf_id
-        while current is not None and current not in seen:
-            node = self.get(current)
-            if node is None:
-                break
-            seen.add(current)
+        position = index.get(current) if current is not None else None
+        while position is not None and current not in seen:
+            node = nodes[position]
+            seen.add(node.node_id)
             path.append(node)
             current = node.parent_id
+            if current is None:
+                break
+            if ordered and position and nodes[position - 1].node_id == current:
+                position -= 1
+            else:
+                position = index.get(current)
         path.reverse()
         found = tuple(path)
         object.__setattr__(self, "_path", found)
@@ -226,6 +286,16 @@ class SessionGraph:
         """Ids of the nodes not on the active path, in insertion order."""
         on_path = self.active_path_ids()
         return tuple(node.node_id for node in self._nodes if node.node_id not in on_path)
+
+
+def is_chain(nodes: Sequence[SessionNode]) -> bool:
+    """True when ``nodes`` are one chain in order: the first a root, each
+    next one a child of the one before."""
+    if not nodes or nodes[0].parent_id is not None:
+        return False
+    # Two lists compared in C: faster than a comparison per pair in Python.
+    parents = list(map(_PARENT, itertools.islice(nodes, 1, None)))
+    return parents == list(map(_ID, itertools.islice(nodes, len(nodes) - 1)))
 
 
 # ---- healing -------------------------------------------------------------
@@ -323,31 +393,41 @@ def _repair(graph: SessionGraph) -> tuple[SessionGraph, HealReport]:
 
 
 def _well_formed(graph: SessionGraph) -> bool:
-    """True when ``graph`` needs no repair, shown the cheap way: ids are
-    unique, every parent stands before its child in insertion order (so no
-    parent is missing and no chain of parents can loop), and the leaf is a
-    node. Graphs built by edits and read back in insertion order always
-    pass; any other graph goes through the full algorithm, whose verdict on
-    it is the same."""
-    count = len(graph)
-    index = graph._index  # first position of each id
-    if len(index) != count:
-        return False  # a duplicate id
+    """True when ``graph`` is known to need no repair: its nodes are ordered
+    (see :class:`SessionGraph`) and its leaf is a node. Graphs built by
+    edits and read back in insertion order always are; any other graph goes
+    through the full algorithm, whose verdict on it is the same."""
     leaf = graph.leaf_id
-    if leaf is not None and leaf not in index:
-        return False
-    nodes = graph._nodes
-    ids = list(map(_ID, nodes))
-    parents = list(map(_PARENT, nodes))
-    # Most nodes continue the node inserted just before them: compare the
-    # two lists shifted by one (no lookups), then look up only the others.
-    follows = map(operator.eq, parents[1:], ids[:-1])
-    others = itertools.compress(range(1, count), map(operator.not_, follows))
-    for position in itertools.chain((0,) if count else (), others):
-        parent = parents[position]
-        if parent is not None and index.get(parent, count) >= position:
-            return False
-    return True
+    return graph._ordered and (leaf is None or leaf in graph._index)
+
+
+_UNORDERED, _ORDERED, _CHAIN = 0, 1, 2
+
+
+def _order(nodes: PVector[SessionNode], ids: list[str], index: dict[str, int]) -> int:
+    """How ``nodes``, whose ids are ``ids`` (in order) with first positions
+    ``index``, stand: unordered, ordered, or ordered as one chain (no node
+    but the first is a root, and each continues the one before); one
+    linear pass."""
+    count = len(ids)
+    if len(index) != count:
+        return _UNORDERED  # a duplicate id
+    if not count:
+        return _CHAIN
+    if nodes[0].parent_id is not None:
+        return _UNORDERED  # the first node's parent cannot stand before it
+    # Most nodes continue the node inserted just before them: compare each
+    # parent with the id before it (no lookups, no list of parents made),
+    # then look up only the others.
+    follows_not = map(operator.ne, map(_PARENT, itertools.islice(nodes, 1, None)), ids)
+    get = index.get
+    order = _CHAIN
+    for position in itertools.compress(range(1, count), follows_not):
+        parent = nodes[position].parent_id
+        if parent is not None and get(parent, count) >= position:
+            return _UNORDERED
+        order = _ORDERED
+    return order
 
 
 _UNSEEN, _ON_WALK, _DONE = 0, 1, 2

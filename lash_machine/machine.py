@@ -47,7 +47,7 @@ from .errors import (
     StaleResult,
     failure_of,
 )
-from .graph import CLEAN_REPORT, HealReport, SessionGraph, heal_graph
+from .graph import CLEAN_REPORT, HealReport, SessionGraph, heal_graph, is_chain
 from .model import (
     AgentFrame,
     NodeKind,
@@ -212,6 +212,8 @@ def _settle_graph(
     so nothing uncommitted is dropped or left dangling; parent repairs are
     kept only for nodes that stay resident (rule 4).
     """
+    if saved >= len(graph):
+        return _settle_stored(session, graph, residency)
     saved_ids = {node.node_id for _, node in zip(range(saved), graph, strict=False)}
     healed, report = heal_graph(graph)
     if residency is Residency.ACTIVE_PATH_ONLY:
@@ -243,6 +245,37 @@ def _settle_graph(
         session,
         graph=healed,
         saved_nodes=saved_count,
+        repairs=resident_repairs,
+        dirty=session.dirty or not report.is_clean,
+    )
+    return session, report
+
+
+def _settle_stored(
+    session: SessionState, graph: SessionGraph, residency: Residency
+) -> tuple[SessionState, HealReport]:
+    """:func:`_settle_graph` of a graph whose every node is stored (a graph
+    as read): no unsaved node to keep, so the trim keeps the active path
+    alone, and every resident node stays counted as saved."""
+    healed, report = heal_graph(graph)
+    if residency is Residency.ACTIVE_PATH_ONLY and not healed.is_path():
+        path = healed.active_path()
+        if len(path) != len(healed):
+            keep = {node.node_id for node in path}
+            healed = SessionGraph.from_nodes(
+                (node for node in healed if node.node_id in keep), healed.leaf_id
+            )
+    repairs = {r.node_id: r for r in session.repairs}
+    if report.parents_cut:
+        cut = {repair.node_id for repair in report.parents_cut}
+        for node in healed:
+            if node.node_id in cut:
+                repairs[node.node_id] = Reparent(node.node_id, None)
+    resident_repairs = tuple(r for r in repairs.values() if r.node_id in healed)
+    session = evolve(
+        session,
+        graph=healed,
+        saved_nodes=len(healed),
         repairs=resident_repairs,
         dirty=session.dirty or not report.is_clean,
     )
@@ -448,9 +481,12 @@ def _close_closed(state: MachineState, event: ev.Close) -> tuple[MachineState, E
 def _path_resolves(read: StoredSession, leaf_id: str | None = None) -> bool:
     """True when the read's nodes hold the whole chain from the leaf (the
     stored one, or ``leaf_id``) to a root."""
-    parents = {node.node_id: node.parent_id for node in read.nodes}
-    seen: set[str] = set()
+    nodes = read.nodes
     current = read.leaf_id if leaf_id is None else leaf_id
+    if nodes and nodes[-1].node_id == current and is_chain(nodes):
+        return True  # the read is the path itself, root first (as stores read it)
+    parents = {node.node_id: node.parent_id for node in nodes}
+    seen: set[str] = set()
     while current is not None:
         if current not in parents or current in seen:
             return False
@@ -468,20 +504,24 @@ def _opening_loaded(state: MachineState, event: ev.GraphLoaded) -> tuple[Machine
         raise _refuse(
             state, event, f"loaded session {read.session_id!r}, asked for {context.session_id!r}"
         )
+    base = None if read is None else _from_store(read)
     if (
         read is not None
+        and base is not None
         and pending.purpose is Purpose.OPEN
         and context.residency is Residency.ACTIVE_PATH_ONLY
-        and not _path_resolves(read)
+        # The graph built from a path read knows whether it is that path.
+        and not (base.graph.is_path() or _path_resolves(read))
     ):
         # The stored path is broken: heal against the full graph, then trim.
         return _load(state, context, Purpose.OPEN_FULL, FullGraph())
     back = evolve(state, phase=context.return_to, opening=None, parked=context.parked)
-    if read is None and context.expect_stored:
+    if base is None and context.expect_stored:
         # The handle was committed: its session was deleted, or this is
         # another store. Never start it afresh under the handle's id.
         return back, [_failed("resume", SessionNotFound(context.session_id))]
-    base = _fresh_session(context.session_id, context.policy) if read is None else _from_store(read)
+    if base is None:
+        base = _fresh_session(context.session_id, context.policy)
     try:
         session, report = _build(base, context.policy, context.now, context.residency)
     except ModelSpecMissing as error:

@@ -5,12 +5,14 @@ broken hint never changes what a read returns (it only costs a walk)."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 from hypothesis import given
@@ -46,6 +48,15 @@ class Raw:
             ).fetchone()
         assert row is not None
         return row[0]
+
+    def set_hint_text(self, session_id: str, text: str) -> None:
+        """SQLite only: any text as the hint."""
+        conn = sqlite3.connect(self.where)
+        with conn:
+            conn.execute(
+                "UPDATE lash_sessions SET path_hint = ? WHERE session_id = ?", (text, session_id)
+            )
+        conn.close()
 
     def set_hint(self, session_id: str, hint: Any) -> None:
         text = None if hint is None else json.dumps(hint)
@@ -140,6 +151,22 @@ def test_a_wrong_or_broken_hint_never_changes_a_read(stores: tuple[SessionStore,
     if raw.kind == "sqlite":  # PostgreSQL keeps it in jsonb: only JSON gets in
         raw.set_hint("s", "not ranges")
         assert _path(store) == truth
+        # Text no release wrote, JSON or not: tried, never trusted.
+        for text in [
+            "[1,2]",
+            '[["a","b"]]',
+            '{"x":[0,5]}',
+            '[[0,"x"]]',
+            "[[3,1]]",
+            "[[0,2],[1,3]]",
+            "[[0,5],[0,5]]",
+            "[[5,5],[0,4]]",
+            "[[0,",
+            "null",
+            "",
+        ]:
+            raw.set_hint_text("s", text)
+            assert _path(store) == truth, text
     # A node on the hinted path tombstoned behind the store's back: the path
     # stops there, as the walk does.
     raw.set_hint("s", [[0, 5]])
@@ -205,7 +232,7 @@ def test_sqlite_reads_the_hinted_ranges_by_the_seq_index(tmp_path: Path) -> None
         plan = [
             row[3]
             for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + sqlite_store._SELECT_RANGES, ("s", "[[0, 3]]")
+                "EXPLAIN QUERY PLAN " + sqlite_store._READ_RANGES, ("s", "[[0, 3]]")
             )
         ]
     finally:
@@ -250,3 +277,48 @@ def test_a_hint_text_not_written_here_is_never_extended_into_a_bad_one(text: obj
         assert extended.endswith("[1000,1001]]") or extended.endswith(",1001]]")
         if parse_hint(text) is not None:
             assert parse_hint(extended) == joined(parse_hint(text) or [], [(1000, 1001)])
+
+
+def test_a_sqlite_path_read_never_goes_over_the_whole_session(tmp_path: Path) -> None:
+    # The plans, not a timing: every statement of an active-path load
+    # (hinted or walked) finds its node rows by key or seq range; none of
+    # them runs over every row of the session (a read of the pins that
+    # did made the read cost the whole session once most of it is off
+    # the path).
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    nodes = [make_node("r")]
+    for i in range(1, 8):
+        nodes += [make_node(f"n{i}", nodes[-1].node_id if i > 1 else "r")]
+        nodes += [make_node(f"off{i}", f"n{i}")]
+    store.commit(make_commit("s", None, nodes, leaf_id="n7"))
+    pin = make_commit("s", 1, [], leaf_id="n7")
+    store.commit(attrs.evolve(pin, delta=attrs.evolve(pin.delta, pinned=("n3",))))
+    seen: list[str] = []
+    conn = store._connection()
+    conn.set_trace_callback(seen.append)
+    try:
+        hinted = store.load_graph("s", ActivePath())
+        walked = store.load_graph("s", ActivePath("off4"))
+    finally:
+        conn.set_trace_callback(None)
+        store.close()
+    assert hinted is not None and hinted.pinned == ("n3",)
+    assert walked is not None and [n.node_id for n in walked.nodes][-2:] == ["n4", "off4"]
+    whole = re.compile(
+        r"^(SCAN (lash_nodes|n)\b|SEARCH \w+ USING (PRIMARY KEY|INDEX \w+) \(session_id=\?\)$)"
+    )
+    reader = sqlite3.connect(path)
+    try:
+        for statement in seen:
+            if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                continue
+            plan = [row[3] for row in reader.execute("EXPLAIN QUERY PLAN " + statement)]
+            assert not [
+                step for step in plan if whole.match(step) and "lash_sessions" not in step
+            ], (
+                statement,
+                plan,
+            )
+    finally:
+        reader.close()

@@ -9,8 +9,10 @@ corrupt row is reported, never skipped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from ..errors import CorruptRow, StoreError, WireError
 from ..model import (
     JSON,
     AgentFrame,
+    ModelSpec,
     NodeKind,
     PluginSnapshot,
     SessionNode,
@@ -38,8 +41,10 @@ __all__ = [
     "NodeRow",
     "SessionRow",
     "built_on",
+    "chained",
     "check_session_id",
     "decode_node",
+    "decode_nodes",
     "decode_session",
     "dump_json",
     "encode_intent",
@@ -126,6 +131,58 @@ def _record(data: Any, cls: type[T], session_id: str, what: str) -> T:
         return wire.structure(data, cls)
     except WireError as exc:
         raise CorruptRow(session_id, None, f"{what}: {exc}") from None
+
+
+_POLICY_KEYS = frozenset({"model", "provider_id", "max_turns"})
+_MODEL_KEYS = frozenset({"id", "context_window"})
+_FRAME_KEYS = frozenset({"frame_id", "parent_frame_id", "reason", "policy", "created_at"})
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _small_int(value: object) -> bool:
+    return type(value) is int and _INT_MIN <= value <= _INT_MAX
+
+
+def _plain_policy(data: Any) -> SessionPolicy | None:
+    """The policy of data exactly as stores write it (every field, plain
+    types, nothing else), built directly; ``None`` for anything else, which
+    the wire codec then judges. Equal to what the codec builds."""
+    if type(data) is not dict or data.keys() != _POLICY_KEYS:
+        return None
+    model, provider_id, max_turns = data["model"], data["provider_id"], data["max_turns"]
+    if type(model) is not dict or model.keys() != _MODEL_KEYS:
+        return None
+    model_id, window = model["id"], model["context_window"]
+    if (
+        type(model_id) is str
+        and (window is None or _small_int(window))
+        and type(provider_id) is str
+        and (max_turns is None or _small_int(max_turns))
+    ):
+        return SessionPolicy(ModelSpec(model_id, window), provider_id, max_turns)
+    return None
+
+
+def _policy_of(data: Any, session_id: str, what: str) -> SessionPolicy:
+    policy = _plain_policy(data)
+    return _record(data, SessionPolicy, session_id, what) if policy is None else policy
+
+
+def _frame_of(data: Any, session_id: str) -> AgentFrame:
+    """A frame as :func:`_policy_of` builds a policy."""
+    if type(data) is dict and data.keys() == _FRAME_KEYS:
+        frame_id, parent, reason = data["frame_id"], data["parent_frame_id"], data["reason"]
+        policy, created_at = _plain_policy(data["policy"]), data["created_at"]
+        if (
+            policy is not None
+            and type(frame_id) is str
+            and (parent is None or type(parent) is str)
+            and type(reason) is str
+            and type(created_at) is float
+            and created_at - created_at == 0.0  # finite
+        ):
+            return AgentFrame(frame_id, parent, reason, policy, created_at)
+    return _record(data, AgentFrame, session_id, "frames")
 
 
 def check_session_id(session_id: object) -> None:
@@ -255,6 +312,75 @@ def decode_node(session_id: str, row: Sequence[Any]) -> SessionNode:
     return _decode_odd_node(session_id, row)
 
 
+def _node_maker() -> Callable[[str, str | None, NodeKind, JSON, str | None, float], SessionNode]:
+    """A positional constructor of :class:`SessionNode` that fills the slots
+    directly: the attrs ``__init__`` of a frozen class goes through
+    ``object.__setattr__`` by name for every field, which is most of what
+    building a decoded node costs. The record has no validator or converter
+    to skip."""
+    fields = [field.name for field in attrs.fields(SessionNode)]
+    assert fields == ["node_id", "parent_id", "kind", "body", "frame_id", "created_at"]
+    set_id, set_parent, set_kind, set_body, set_frame, set_time = (
+        SessionNode.__dict__[name].__set__ for name in fields
+    )
+    new = object.__new__
+
+    def make(  # noqa: PLR0917 (the record's own field order, as its __init__)
+        node_id: str,
+        parent_id: str | None,
+        kind: NodeKind,
+        body: JSON,
+        frame_id: str | None,
+        created_at: float,
+    ) -> SessionNode:
+        node: SessionNode = new(SessionNode)
+        set_id(node, node_id)
+        set_parent(node, parent_id)
+        set_kind(node, kind)
+        set_body(node, body)
+        set_frame(node, frame_id)
+        set_time(node, created_at)
+        return node
+
+    return make
+
+
+_make_node = _node_maker()
+
+
+def decode_nodes(session_id: str, rows: Iterable[Sequence[Any]]) -> tuple[SessionNode, ...]:
+    """The nodes of rows whose first six columns are those of
+    :func:`decode_node` (any columns after them are ignored), in order: what
+    :func:`decode_node` gives for each, in one tight loop for the common
+    case; any row off it goes through :func:`decode_node` itself."""
+    nodes: list[SessionNode] = []
+    append = nodes.append
+    kinds = _KINDS
+    raw_decode = _raw_decode
+    make = _make_node
+    for row in rows:
+        node_id, parent_id, kind, frame_id, created_at, text = row[0:6]
+        node_kind = kinds.get(kind) if type(kind) is str else None
+        if (
+            type(node_id) is str
+            and node_kind is not None
+            and type(created_at) is float
+            and created_at - created_at == 0.0  # finite
+            and (parent_id is None or type(parent_id) is str)
+            and (frame_id is None or type(frame_id) is str)
+            and type(text) is str
+        ):
+            try:
+                body, end = raw_decode(text)
+            except (ValueError, RecursionError):
+                end = -1
+            if end == len(text):
+                append(make(node_id, parent_id, node_kind, body, frame_id, created_at))
+                continue
+        append(decode_node(session_id, row[0:6]))
+    return tuple(nodes)
+
+
 def _decode_odd_node(session_id: str, row: Sequence[Any]) -> SessionNode:
     """The slow path of :func:`decode_node`: say what is wrong, or accept an
     integer timestamp."""
@@ -380,10 +506,8 @@ def decode_session(
     return StoredSession(
         session_id=session_id,
         head_revision=head_revision,
-        policy=_record(
-            _load_json(policy, session_id, None, "policy"), SessionPolicy, session_id, "policy"
-        ),
-        frames=tuple(_record(f, AgentFrame, session_id, "frames") for f in frame_data),
+        policy=_policy_of(_load_json(policy, session_id, None, "policy"), session_id, "policy"),
+        frames=tuple(_frame_of(f, session_id) for f in frame_data),
         current_frame_id=current_frame_id,
         nodes=nodes,
         leaf_id=leaf_id,
@@ -439,6 +563,16 @@ def path_root_first(
         current = parent_of(item)
     chain.reverse()
     return chain
+
+
+def chained(rows: Sequence[Sequence[Any]]) -> bool:
+    """True when ``rows`` (``(node_id, parent_id, ...)``) are one chain
+    in order: the first a root, each next one a child of the one before."""
+    if not rows or rows[0][1] is not None:
+        return False
+    # Two lists compared in C: faster than a comparison per pair in Python.
+    parents = list(map(operator.itemgetter(1), itertools.islice(rows, 1, None)))
+    return parents == list(map(operator.itemgetter(0), itertools.islice(rows, len(rows) - 1)))
 
 
 def with_parent(row: NodeRow, parent_id: str | None) -> NodeRow:

@@ -77,8 +77,10 @@ from ._rows import (
     PIN_REASON,
     appended_chain,
     built_on,
+    chained,
     check_session_id,
     decode_node,
+    decode_nodes,
     decode_session,
     dump_hint,
     encode_intent,
@@ -210,13 +212,22 @@ leaf AS MATERIALIZED (
 ),
 -- The hint (see stores/_rows.py) holds the stored leaf's path only: for
 -- another leaf, or without a hint, the walk below does the work.
+-- Each range is read by its own ordered index scan: the LATERAL subquery
+-- with ORDER BY and a LIMIT cannot be flattened into a join, so the plan
+-- is right without statistics too (a plain join, planned on a table never
+-- analyzed, read every row of the session once per read and filtered).
 hinted AS MATERIALIZED (
     SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}
-      FROM session, leaf, jsonb_array_elements(session.path_hint) AS r(range)
-      JOIN lash_nodes AS n
-        ON n.session_id = %(sid)s
-       AND n.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
-     WHERE leaf.node_id = session.leaf_id AND NOT n.tombstoned
+      FROM session, leaf, jsonb_array_elements(session.path_hint) AS r(range),
+           LATERAL (
+               SELECT {_NODE_COLUMNS} FROM lash_nodes AS m
+                WHERE m.session_id = %(sid)s
+                  AND m.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
+                  AND NOT m.tombstoned
+                ORDER BY m.seq
+                LIMIT greatest((r.range ->> 1)::bigint - (r.range ->> 0)::bigint + 1, 0)
+           ) AS n
+     WHERE leaf.node_id = session.leaf_id
 ),
 path AS (
     SELECT {_NODE_COLUMNS} FROM lash_nodes
@@ -233,6 +244,24 @@ path AS (
 SELECT {_NODE_COLUMNS} FROM hinted
 UNION ALL
 SELECT {_NODE_COLUMNS} FROM path
+"""
+# The rows of the stored leaf's hinted ranges, as ``hinted`` above, in
+# order, without the walk: a statement this small costs a new connection's
+# first read much less to plan and run (most resumes read through a fresh
+# pooled connection). When they are not the whole path (no hint, or a row
+# gone since), load_graph walks the rest with _SELECT_PATH_FROM.
+_SELECT_HINTED = f"""
+SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}
+  FROM lash_sessions AS s, jsonb_array_elements(s.path_hint) AS r(range),
+       LATERAL (
+           SELECT {_NODE_COLUMNS} FROM lash_nodes AS m
+            WHERE m.session_id = %(sid)s
+              AND m.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
+              AND NOT m.tombstoned
+            ORDER BY m.seq
+            LIMIT greatest((r.range ->> 1)::bigint - (r.range ->> 0)::bigint + 1, 0)
+       ) AS n
+ WHERE s.session_id = %(sid)s
 """
 # The rest of a path the hint fell short of, from one node.
 _SELECT_PATH_FROM = f"""
@@ -846,6 +875,10 @@ class PostgresStore:
         params: dict[str, str | None] = {"sid": session_id}
         if isinstance(scope, FullGraph):
             nodes_query = _SELECT_FULL
+        elif isinstance(scope, ActivePath) and scope.leaf_id is None:
+            # The stored leaf's path: its hinted ranges alone, the usual
+            # read (a session without a hint is walked below).
+            nodes_query = _SELECT_HINTED
         elif isinstance(scope, ActivePath):
             nodes_query = _SELECT_PATH
             params["leaf"] = scope.leaf_id
@@ -881,16 +914,22 @@ class PostgresStore:
             return None
         if isinstance(scope, ActivePath):
             leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
-            by_id = {r[0]: r for r in rows}
-            start = None if leaf is None else first_missing(by_id, leaf)
-            if start is not None:
-                # The hinted ranges fell short (a row tombstoned or moved
-                # since): walk the rest, as a read without a hint would.
-                with self._connection() as conn:
-                    rest = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
-                    by_id.update((r[0], r) for r in rest.fetchall())
-            rows = [] if leaf is None else path_root_first(by_id.get, lambda r: r[1], leaf)
-        nodes = tuple(decode_node(session_id, r) for r in rows)
+            if leaf is None:
+                rows = []
+            elif not (rows and rows[-1][0] == leaf and chained(rows)):
+                # Not the whole chain in order already (an intact hint's
+                # ranges come back so): walk what was read, then the rest
+                # (in a second transaction, as with any hint that fell short).
+                by_id = {r[0]: r for r in rows}
+                start = first_missing(by_id, leaf)
+                if start is not None:
+                    # The hinted ranges fell short (a row tombstoned or moved
+                    # since): walk the rest, as a read without a hint would.
+                    with self._connection() as conn:
+                        rest = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
+                        by_id.update((r[0], r) for r in rest.fetchall())
+                rows = path_root_first(by_id.get, lambda r: r[1], leaf)
+        nodes = decode_nodes(session_id, rows)
         return decode_session(
             session_id,
             row[0],

@@ -48,8 +48,10 @@ from ._rows import (
     Ranges,
     appended_chain,
     built_on,
+    chained,
     check_session_id,
     decode_node,
+    decode_nodes,
     decode_session,
     dump_hint,
     encode_intent,
@@ -159,9 +161,6 @@ _SELECT_DELETED = "SELECT deleted_at FROM lash_deleted WHERE session_id = ?"
 _SELECT_STAMP = (
     "SELECT head_revision, generation, created_by FROM lash_sessions WHERE session_id = ?"
 )
-_SELECT_FULL = (
-    f"SELECT {_NODE_COLUMNS} FROM lash_nodes WHERE session_id = ? AND tombstoned = 0 ORDER BY seq"
-)
 # The walk carries only keys, so UNION's duplicate check (which ends a
 # parent cycle) compares ids, not bodies; the rows are joined back after.
 # The result is a set, each row with its seq last: path_root_first walks it.
@@ -177,13 +176,35 @@ WITH RECURSIVE path(node_id, parent_id) AS (
 SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq FROM path
   JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
 """
+# What load_graph reads: the node columns, then whether the node is pinned
+# (so the pins come with the rows: no second pass over the session's rows).
+_READ_COLUMNS = ", ".join(f"n.{c}" for c in [*_NODE_COLUMNS.split(", "), "pinned"])
+_READ_FULL = (
+    f"SELECT {_READ_COLUMNS} FROM lash_nodes AS n"
+    " WHERE n.session_id = ? AND n.tombstoned = 0 ORDER BY n.seq"
+)
+_READ_PATH = f"""
+WITH RECURSIVE path(node_id, parent_id) AS (
+    SELECT node_id, parent_id FROM lash_nodes
+     WHERE session_id = ?1 AND node_id = ?2 AND tombstoned = 0
+    UNION
+    SELECT n.node_id, n.parent_id FROM path
+      JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.parent_id
+     WHERE n.tombstoned = 0
+)
+SELECT {_READ_COLUMNS} FROM path
+  JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
+"""
 # The rows of the hinted seq ranges (a JSON array of [first, last]): one
-# index range scan each.
-_SELECT_RANGES = f"""
-SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq
-  FROM json_each(?2) AS r
+# index range scan each. Text that is not JSON reads as no ranges, and an
+# item that is not an array matches no row: a hint is only tried.
+_READ_RANGES = f"""
+SELECT {_READ_COLUMNS}
+  FROM json_each(CASE WHEN json_valid(?2) THEN ?2 ELSE '[]' END) AS r
  CROSS JOIN lash_nodes AS n
- WHERE n.session_id = ?1 AND n.seq BETWEEN r.value ->> 0 AND r.value ->> 1 AND n.tombstoned = 0
+ WHERE n.session_id = ?1 AND n.tombstoned = 0
+   AND n.seq BETWEEN (CASE WHEN r.type = 'array' THEN r.value ->> 0 END)
+                 AND (CASE WHEN r.type = 'array' THEN r.value ->> 1 END)
 """
 # CROSS JOIN keeps the ranges as the outer loop (SQLite never reorders it):
 # left to the planner, it scans every node of the session and tries each
@@ -441,22 +462,20 @@ class SQLiteStore:
                 return None
             rows: list[Any]
             if isinstance(scope, FullGraph):
-                rows = conn.execute(_SELECT_FULL, (session_id,)).fetchall()
+                rows = conn.execute(_READ_FULL, (session_id,)).fetchall()
             elif isinstance(scope, ActivePath):
                 leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
                 # The hint is of the stored leaf's path only.
                 hint = row[13] if leaf == row[1] else None
-                rows = [] if leaf is None else self._path(conn, session_id, leaf, hint)
+                rows = [] if leaf is None else _read_path(conn, session_id, leaf, hint)
             else:
                 raise StoreError(f"unknown read scope {scope!r}")
-            pins = {r[0] for r in conn.execute(_SELECT_PINNED, (session_id,))}
-        nodes = tuple(decode_node(session_id, r) for r in rows)
         return decode_session(
             session_id,
             row[0],
             row[1:8],
-            nodes,
-            pinned=[node.node_id for node in nodes if node.node_id in pins] if pins else (),
+            decode_nodes(session_id, rows),
+            pinned=[r[0] for r in rows if r[6]],
             generation=row[8],
             created_at=row[9],
             created_by=row[10],
@@ -482,15 +501,7 @@ class SQLiteStore:
         """The chain from ``leaf`` to a root, root first, each row without
         its seq: the hinted ranges first (see _rows), the recursive walk from
         wherever they fall short."""
-        by_id: dict[Any, Any] = {}
-        start: object = leaf
-        if parse_hint(hint) is not None:
-            by_id = {r[0]: r for r in conn.execute(_SELECT_RANGES, (session_id, hint))}
-            start = first_missing(by_id, leaf)
-        if start is not None:
-            found = conn.execute(_SELECT_PATH, (session_id, start)).fetchall()
-            by_id.update((r[0], r) for r in found)
-        return [r[:6] for r in path_root_first(by_id.get, lambda r: r[1], str(leaf))]
+        return [r[:6] for r in _read_path(conn, session_id, leaf, hint)]
 
     def load_node(self, session_id: str, node_id: str) -> SessionNode | None:
         """One live node of the session, or ``None``."""
@@ -854,6 +865,30 @@ def _next_hint(
         by_id = {r[0]: r for r in walked}
         base = ranges_of(sorted(r[6] for r in path_root_first(by_id.get, lambda r: r[1], above)))
     return dump_hint(joined(base, chain))
+
+
+def _read_path(conn: sqlite3.Connection, session_id: str, leaf: object, hint: object) -> list[Any]:
+    """The rows (as :data:`_READ_COLUMNS`) of the chain from ``leaf`` to a
+    root, root first: the hinted ranges first (see _rows), the recursive walk
+    from wherever they fall short. Hinted rows that come back as the whole
+    chain already (each row the parent of the next, from a root to the
+    leaf: an intact hint) are taken as they are, without a walk."""
+    by_id: dict[Any, Any] = {}
+    start: object = leaf
+    if type(hint) is str:
+        rows = conn.execute(_READ_RANGES, (session_id, hint)).fetchall()
+        if rows and rows[-1][0] == leaf and chained(rows):
+            return rows
+        by_id = {r[0]: r for r in rows}
+        start = first_missing(by_id, leaf)
+    if start is not None:
+        found = conn.execute(_READ_PATH, (session_id, start)).fetchall()
+        by_id.update((r[0], r) for r in found)
+    return path_root_first(by_id.get, _parent_of, str(leaf))
+
+
+def _parent_of(row: Any) -> Any:
+    return row[1]
 
 
 def _refuse_deleted(conn: sqlite3.Connection, session_id: str) -> None:
