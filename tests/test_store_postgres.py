@@ -6,15 +6,16 @@ from __future__ import annotations
 import functools
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from lash_machine.errors import SchemaVersionMismatch, StoreError
-from lash_machine.persisted import ActivePath
+from lash_machine.errors import SchemaVersionMismatch, SessionDeleted, StoreError
+from lash_machine.persisted import ActivePath, Reparent
 from lash_machine.stores.base import SCHEMA_VERSION, SessionStore
 from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore, _Native
 from lash_machine.testing.conformance import StoreConformance
@@ -194,3 +195,45 @@ def test_a_native_query_runs_with_its_named_parameters(dsn: str) -> None:
     native = _Native.of("SELECT %(b)s::int - %(a)s::int, %(a)s::int")
     with psycopg.connect(dsn) as conn:
         assert native.run(conn, {"a": 2, "b": 7}) == (5, 2)
+
+
+class _Interleaved(PostgresStore):
+    """A real store that lets another writer in between the two reads of
+    an active path whose hint falls short."""
+
+    between: Callable[[], object] | None = None
+
+    def _walk_rest(self, session_id: str, start: str) -> tuple[tuple[Any, Any], list[Any]]:
+        between, self.between = self.between, None
+        if between is not None:
+            between()
+        return super()._walk_rest(session_id, start)
+
+
+@pytest.mark.parametrize("change", ["reparent", "tombstone", "delete"])
+def test_a_path_read_in_two_parts_never_mixes_two_states(dsn: str, change: str) -> None:
+    writer = PostgresStore(dsn)
+    reader = _Interleaved(dsn)
+    nodes = [make_node("r"), make_node("a", "r"), make_node("b", "a"), make_node("x", "a")]
+    writer.commit(make_commit("s", None, nodes, leaf_id="b"))
+    _raw(dsn, "UPDATE lash_sessions SET path_hint = NULL")  # the read must walk
+
+    def meanwhile() -> None:
+        if change == "reparent":  # the path loses its root
+            writer.commit(make_commit("s", 1, [], leaf_id="b", reparented=[Reparent("a", None)]))
+        elif change == "tombstone":  # the generation moves, not the head
+            writer.tombstone_nodes("s", ["x"])
+        else:
+            writer.delete_session("s")
+
+    reader.between = meanwhile
+    if change == "delete":
+        with pytest.raises(SessionDeleted):
+            reader.load_graph("s", ActivePath())
+    else:
+        read = reader.load_graph("s", ActivePath())
+        assert read is not None
+        states = {(1, 0): ["r", "a", "b"], (2, 0): ["a", "b"], (1, 1): ["r", "a", "b"]}
+        assert [n.node_id for n in read.nodes] == states[(read.head_revision, read.generation)]
+    writer.close()
+    reader.close()

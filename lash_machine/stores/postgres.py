@@ -673,6 +673,12 @@ def _deletes(params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 _OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
+#: How often a path read whose two parts saw different states reads again.
+_READ_ATTEMPTS = 5
+_SELECT_HEAD_GENERATION = (
+    "SELECT head_revision, generation FROM lash_sessions WHERE session_id = %(sid)s"
+)
+
 
 def _probe(dsn: str, timeout: float) -> None:
     """Connect once before the pool does, so that a malformed DSN, a refused
@@ -886,11 +892,51 @@ class PostgresStore:
             raise StoreError(f"unknown read scope {scope!r}")
         if _has_nul(*params.values()):
             return None
+        for _ in range(_READ_ATTEMPTS):
+            row, rows, pins, marker = self._read(session_id, nodes_query, params)
+            if row is None:
+                if marker is not None:
+                    raise SessionDeleted(session_id, marker[0])
+                return None
+            if isinstance(scope, ActivePath):
+                leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
+                if leaf is None:
+                    rows = []
+                elif not (rows and rows[-1][0] == leaf and chained(rows)):
+                    # Not the whole chain in order already (an intact hint's
+                    # ranges come back so): walk what was read, then the rest.
+                    by_id = {r[0]: r for r in rows}
+                    start = first_missing(by_id, leaf)
+                    if start is not None:
+                        stamp, rest = self._walk_rest(session_id, start)
+                        if stamp != (row[0], row[8]):
+                            continue  # the session changed between the two reads: again
+                        by_id.update((r[0], r) for r in rest)
+                    rows = path_root_first(by_id.get, lambda r: r[1], leaf)
+            nodes = decode_nodes(session_id, rows)
+            return decode_session(
+                session_id,
+                row[0],
+                row[1:8],
+                nodes,
+                pinned=[node.node_id for node in nodes if node.node_id in pins] if pins else (),
+                generation=row[8],
+                created_at=row[9],
+                created_by=row[10],
+                origin=(row[11], row[12]),
+            )
+        raise TransientStoreError(
+            f"session {session_id!r} changed while it was read, {_READ_ATTEMPTS} times: retry"
+        )
+
+    def _read(
+        self, session_id: str, nodes_query: str, params: Mapping[str, object]
+    ) -> tuple[Any, list[Any], set[str], Any]:
+        """The session row, the rows of ``nodes_query``, the pinned ids and
+        the deletion marker, from one snapshot."""
         with self._connection() as conn:
-            # One snapshot for the session row, its nodes, its pins and its
-            # deletion marker, in one round trip. BEGIN and COMMIT are plain
-            # pipelined statements: conn.transaction() would add a sync (a
-            # round trip) of its own.
+            # One round trip. BEGIN and COMMIT are plain pipelined
+            # statements: conn.transaction() would add a sync of its own.
             try:
                 with conn.pipeline():
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -904,43 +950,30 @@ class PostgresStore:
                 # connection reports UNKNOWN and is dropped by the pool).
                 if conn.info.transaction_status in _OPEN_TRANSACTION:
                     conn.execute("ROLLBACK")
-            row = session_cur.fetchone()
-            rows = nodes_cur.fetchall()
-            pins = {r[0] for r in pins_cur.fetchall()}
-            marker = deleted_cur.fetchone()
-        if row is None:
-            if marker is not None:
-                raise SessionDeleted(session_id, marker[0])
-            return None
-        if isinstance(scope, ActivePath):
-            leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
-            if leaf is None:
-                rows = []
-            elif not (rows and rows[-1][0] == leaf and chained(rows)):
-                # Not the whole chain in order already (an intact hint's
-                # ranges come back so): walk what was read, then the rest
-                # (in a second transaction, as with any hint that fell short).
-                by_id = {r[0]: r for r in rows}
-                start = first_missing(by_id, leaf)
-                if start is not None:
-                    # The hinted ranges fell short (a row tombstoned or moved
-                    # since): walk the rest, as a read without a hint would.
-                    with self._connection() as conn:
-                        rest = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
-                        by_id.update((r[0], r) for r in rest.fetchall())
-                rows = path_root_first(by_id.get, lambda r: r[1], leaf)
-        nodes = decode_nodes(session_id, rows)
-        return decode_session(
-            session_id,
-            row[0],
-            row[1:8],
-            nodes,
-            pinned=[node.node_id for node in nodes if node.node_id in pins] if pins else (),
-            generation=row[8],
-            created_at=row[9],
-            created_by=row[10],
-            origin=(row[11], row[12]),
-        )
+            return (
+                session_cur.fetchone(),
+                nodes_cur.fetchall(),
+                {r[0] for r in pins_cur.fetchall()},
+                deleted_cur.fetchone(),
+            )
+
+    def _walk_rest(self, session_id: str, start: str) -> tuple[tuple[Any, Any], list[Any]]:
+        """The stored path from ``start`` on, with the session's head and
+        generation read in the same snapshot. The first read's snapshot is
+        gone by now (keeping it open would cost every read a round trip):
+        a caller whose stamp differs read two states and must read again."""
+        with self._connection() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    stamp_cur = conn.execute(_SELECT_HEAD_GENERATION, {"sid": session_id})
+                    rest_cur = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
+                    conn.execute("COMMIT")
+            finally:
+                if conn.info.transaction_status in _OPEN_TRANSACTION:
+                    conn.execute("ROLLBACK")
+            stamp = stamp_cur.fetchone()
+            return (None, None) if stamp is None else (stamp[0], stamp[1]), rest_cur.fetchall()
 
     def session_stamp(self, session_id: str) -> SessionStamp | None:
         """The session's head revision, generation and creation time: one
