@@ -574,8 +574,23 @@ def _append(state: MachineState, event: ev.Append) -> tuple[MachineState, Effect
     _check_settled(state, event)
     if not event.nodes:
         raise _refuse(state, event, "nothing to append")
+    before = _session(state)
     session = _append_nodes(state, event, event.nodes)
+    if not _on_the_leaf(before.graph.leaf_id, event.nodes):
+        # The path may now run up to another root (a summary undone, say).
+        session = _recompacted(state, before, session)
     return evolve(state, session=session), [_updated(session)]
+
+
+def _on_the_leaf(leaf_id: str | None, nodes: Sequence[SessionNode]) -> bool:
+    """Whether ``nodes`` are one chain hung on ``leaf_id``: the path then
+    keeps its root."""
+    parent = leaf_id
+    for node in nodes:
+        if node.parent_id != parent:
+            return False
+        parent = node.node_id
+    return True
 
 
 def _append_nodes(state: MachineState, event: object, nodes: Sequence[SessionNode]) -> SessionState:

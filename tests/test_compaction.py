@@ -20,6 +20,7 @@ from lash_machine import (
     NodeKind,
     Residency,
     SessionDeleted,
+    SessionNode,
     wire,
 )
 from lash_machine.compaction import read_summary
@@ -372,6 +373,29 @@ def test_a_branch_back_onto_an_undone_summary_pins_its_history_again(residency: 
     assert session.tombstone_orphans() == 2
     for node_id in original[:4]:
         assert session.load_node(node_id) is not None
+
+
+@pytest.mark.parametrize("residency", RESIDENCIES)
+def test_an_append_under_an_undone_summary_pins_its_history_again(residency: Residency) -> None:
+    # As a branch back does: the appended node puts the summary at the root
+    # of the active path again (found by the machine's stateful test).
+    store = MemoryStore()
+    driver = Driver(store)
+    session = driver.open(POLICY, residency=residency)
+    original = _chat(session, 1)
+    summary = session.compact(original[-1], "the start")
+    session.uncompact(summary.node_id)
+    child = SessionNode("child", summary.node_id, NodeKind.MESSAGE, {"n": 1}, None, 0.0)
+    session.append_nodes([child])
+    session.save()
+    full = store.load_graph(session.session_id, FullGraph())
+    assert full is not None and full.pinned == (original[-1],)
+    assert _stored_path(store, session.session_id) == [summary.node_id, "child"]
+    # An append at the leaf beneath it changes nothing more.
+    session.append({"n": 2})
+    session.save()
+    full = store.load_graph(session.session_id, FullGraph())
+    assert full is not None and full.pinned == (original[-1],)
 
 
 def test_undoing_a_stale_summary_keeps_the_pin_of_the_one_in_effect() -> None:
