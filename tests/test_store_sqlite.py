@@ -274,3 +274,14 @@ def test_each_commit_stores_its_own_policy_and_frames(tmp_path: Path) -> None:
     stored = store.load_graph("s", FullGraph())
     assert stored is not None and stored.policy == first.policy
     store.close()
+
+
+def test_a_tombstone_finds_pinned_rows_by_their_index(tmp_path: Path) -> None:
+    from lash_machine.stores.sqlite import _SELECT_PINNED
+
+    path = tmp_path / "s.db"
+    SQLiteStore(path).close()
+    conn = sqlite3.connect(path)
+    plan = conn.execute("EXPLAIN QUERY PLAN " + _SELECT_PINNED, ("s",)).fetchall()
+    conn.close()
+    assert any("lash_nodes_pinned" in row[3] for row in plan), plan

@@ -154,8 +154,11 @@ _SELECT_SESSION = (
     " path_hint"
     " FROM lash_sessions WHERE session_id = ?"
 )
+# By the partial index of pinned rows: without statistics SQLite would
+# take the key and scan the whole session.
 _SELECT_PINNED = (
-    "SELECT node_id FROM lash_nodes WHERE session_id = ? AND pinned = 1 AND tombstoned = 0"
+    "SELECT node_id FROM lash_nodes INDEXED BY lash_nodes_pinned"
+    " WHERE session_id = ? AND pinned = 1 AND tombstoned = 0"
 )
 _SELECT_DELETED = "SELECT deleted_at FROM lash_deleted WHERE session_id = ?"
 _SELECT_STAMP = (
