@@ -203,7 +203,7 @@ class _Interleaved(PostgresStore):
 
     between: Callable[[], object] | None = None
 
-    def _walk_rest(self, session_id: str, start: str) -> tuple[tuple[Any, Any], list[Any]]:
+    def _walk_rest(self, session_id: str, start: object) -> tuple[tuple[Any, Any], list[Any]]:
         between, self.between = self.between, None
         if between is not None:
             between()

@@ -957,7 +957,7 @@ class PostgresStore:
                 deleted_cur.fetchone(),
             )
 
-    def _walk_rest(self, session_id: str, start: str) -> tuple[tuple[Any, Any], list[Any]]:
+    def _walk_rest(self, session_id: str, start: object) -> tuple[tuple[Any, Any], list[Any]]:
         """The stored path from ``start`` on, with the session's head and
         generation read in the same snapshot. The first read's snapshot is
         gone by now (keeping it open would cost every read a round trip):
