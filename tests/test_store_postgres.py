@@ -202,8 +202,10 @@ class _Interleaved(PostgresStore):
     an active path whose hint falls short."""
 
     between: Callable[[], object] | None = None
+    walks = 0
 
     def _walk_rest(self, session_id: str, start: object) -> tuple[tuple[Any, Any], list[Any]]:
+        self.walks += 1
         between, self.between = self.between, None
         if between is not None:
             between()
@@ -235,5 +237,8 @@ def test_a_path_read_in_two_parts_never_mixes_two_states(dsn: str, change: str) 
         assert read is not None
         states = {(1, 0): ["r", "a", "b"], (2, 0): ["a", "b"], (1, 1): ["r", "a", "b"]}
         assert [n.node_id for n in read.nodes] == states[(read.head_revision, read.generation)]
+    # Read again in one snapshot by the walk alone: however busy the
+    # session, a read takes two reads at most.
+    assert reader.walks == 1
     writer.close()
     reader.close()

@@ -263,6 +263,24 @@ SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}
        ) AS n
  WHERE s.session_id = %(sid)s
 """
+# A whole path by the walk alone, from the leaf asked for or the stored one
+# (read in the same statement): what a read that saw the session change
+# between its two parts reads again, in one snapshot.
+_SELECT_WALK = f"""
+WITH RECURSIVE path AS (
+    SELECT {_NODE_COLUMNS} FROM lash_nodes
+     WHERE session_id = %(sid)s AND NOT tombstoned
+       AND node_id = coalesce(
+           %(leaf)s::text, (SELECT leaf_id FROM lash_sessions WHERE session_id = %(sid)s))
+    UNION
+    SELECT parent.* FROM path, LATERAL (
+        SELECT {_NODE_COLUMNS} FROM lash_nodes AS n
+         WHERE n.session_id = %(sid)s AND n.node_id = path.parent_id AND NOT n.tombstoned
+         LIMIT 1
+    ) AS parent
+)
+SELECT {_NODE_COLUMNS} FROM path
+"""
 # The rest of a path the hint fell short of, from one node.
 _SELECT_PATH_FROM = f"""
 WITH RECURSIVE path AS (
@@ -673,8 +691,6 @@ def _deletes(params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 _OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
-#: How often a path read whose two parts saw different states reads again.
-_READ_ATTEMPTS = 5
 _SELECT_HEAD_GENERATION = (
     "SELECT head_revision, generation FROM lash_sessions WHERE session_id = %(sid)s"
 )
@@ -892,7 +908,8 @@ class PostgresStore:
             raise StoreError(f"unknown read scope {scope!r}")
         if _has_nul(*params.values()):
             return None
-        for _ in range(_READ_ATTEMPTS):
+        whole = False  # True: the nodes query reads the whole path in its snapshot
+        while True:
             row, rows, pins, marker = self._read(session_id, nodes_query, params)
             if row is None:
                 if marker is not None:
@@ -902,6 +919,8 @@ class PostgresStore:
                 leaf = scope.leaf_id if scope.leaf_id is not None else row[1]
                 if leaf is None:
                     rows = []
+                elif whole:  # the walk's rows, as a set: put them in order
+                    rows = path_root_first({r[0]: r for r in rows}.get, lambda r: r[1], leaf)
                 elif not (rows and rows[-1][0] == leaf and chained(rows)):
                     # Not the whole chain in order already (an intact hint's
                     # ranges come back so): walk what was read, then the rest.
@@ -910,7 +929,11 @@ class PostgresStore:
                     if start is not None:
                         stamp, rest = self._walk_rest(session_id, start)
                         if stamp != (row[0], row[8]):
-                            continue  # the session changed between the two reads: again
+                            # The session changed between the two reads:
+                            # read it again by the walk alone, in one snapshot.
+                            nodes_query, whole = _SELECT_WALK, True
+                            params = {"sid": session_id, "leaf": scope.leaf_id}
+                            continue
                         by_id.update((r[0], r) for r in rest)
                     rows = path_root_first(by_id.get, lambda r: r[1], leaf)
             nodes = decode_nodes(session_id, rows)
@@ -925,9 +948,6 @@ class PostgresStore:
                 created_by=row[10],
                 origin=(row[11], row[12]),
             )
-        raise TransientStoreError(
-            f"session {session_id!r} changed while it was read, {_READ_ATTEMPTS} times: retry"
-        )
 
     def _read(
         self, session_id: str, nodes_query: str, params: Mapping[str, object]
