@@ -203,6 +203,21 @@ _SELECT_FULL = (
 # which ends a parent cycle. The leaf is the one asked for or, when NULL,
 # the stored one, read in the same statement. The result is a set:
 # path_root_first orders it.
+# The live rows of one hinted range ``r``, by an ordered index scan.
+_RANGE_ROWS = f"""LATERAL (
+    SELECT {_NODE_COLUMNS} FROM lash_nodes AS m
+     WHERE m.session_id = %(sid)s
+       AND m.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
+       AND NOT m.tombstoned
+     ORDER BY m.seq
+     LIMIT greatest((r.range ->> 1)::bigint - (r.range ->> 0)::bigint + 1, 0)
+) AS n"""
+# One step of a walk up the path: the live parent, by a key probe.
+_PARENT_STEP = f"""SELECT parent.* FROM path, LATERAL (
+    SELECT {_NODE_COLUMNS} FROM lash_nodes AS n
+     WHERE n.session_id = %(sid)s AND n.node_id = path.parent_id AND NOT n.tombstoned
+     LIMIT 1
+) AS parent"""
 _SELECT_PATH = f"""
 WITH RECURSIVE session AS MATERIALIZED (
     SELECT leaf_id, path_hint FROM lash_sessions WHERE session_id = %(sid)s
@@ -219,14 +234,7 @@ leaf AS MATERIALIZED (
 hinted AS MATERIALIZED (
     SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}
       FROM session, leaf, jsonb_array_elements(session.path_hint) AS r(range),
-           LATERAL (
-               SELECT {_NODE_COLUMNS} FROM lash_nodes AS m
-                WHERE m.session_id = %(sid)s
-                  AND m.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
-                  AND NOT m.tombstoned
-                ORDER BY m.seq
-                LIMIT greatest((r.range ->> 1)::bigint - (r.range ->> 0)::bigint + 1, 0)
-           ) AS n
+           {_RANGE_ROWS}
      WHERE leaf.node_id = session.leaf_id
 ),
 path AS (
@@ -235,11 +243,7 @@ path AS (
        AND node_id = (SELECT node_id FROM leaf)
        AND NOT EXISTS (SELECT 1 FROM hinted)
     UNION
-    SELECT parent.* FROM path, LATERAL (
-        SELECT {_NODE_COLUMNS} FROM lash_nodes AS n
-         WHERE n.session_id = %(sid)s AND n.node_id = path.parent_id AND NOT n.tombstoned
-         LIMIT 1
-    ) AS parent
+    {_PARENT_STEP}
 )
 SELECT {_NODE_COLUMNS} FROM hinted
 UNION ALL
@@ -249,23 +253,16 @@ SELECT {_NODE_COLUMNS} FROM path
 # order, without the walk: a statement this small costs a new connection's
 # first read much less to plan and run (most resumes read through a fresh
 # pooled connection). When they are not the whole path (no hint, or a row
-# gone since), load_graph walks the rest with _SELECT_PATH_FROM.
+# gone since), load_graph walks the rest with _SELECT_WALK.
 _SELECT_HINTED = f"""
 SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}
   FROM lash_sessions AS s, jsonb_array_elements(s.path_hint) AS r(range),
-       LATERAL (
-           SELECT {_NODE_COLUMNS} FROM lash_nodes AS m
-            WHERE m.session_id = %(sid)s
-              AND m.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
-              AND NOT m.tombstoned
-            ORDER BY m.seq
-            LIMIT greatest((r.range ->> 1)::bigint - (r.range ->> 0)::bigint + 1, 0)
-       ) AS n
+       {_RANGE_ROWS}
  WHERE s.session_id = %(sid)s
 """
-# A whole path by the walk alone, from the leaf asked for or the stored one
-# (read in the same statement): what a read that saw the session change
-# between its two parts reads again, in one snapshot.
+# A path by the walk alone, from the node asked for or (NULL) the stored
+# leaf, read in the same statement: the rest of a path a hint fell short
+# of, or a whole path read again in one snapshot.
 _SELECT_WALK = f"""
 WITH RECURSIVE path AS (
     SELECT {_NODE_COLUMNS} FROM lash_nodes
@@ -273,25 +270,7 @@ WITH RECURSIVE path AS (
        AND node_id = coalesce(
            %(leaf)s::text, (SELECT leaf_id FROM lash_sessions WHERE session_id = %(sid)s))
     UNION
-    SELECT parent.* FROM path, LATERAL (
-        SELECT {_NODE_COLUMNS} FROM lash_nodes AS n
-         WHERE n.session_id = %(sid)s AND n.node_id = path.parent_id AND NOT n.tombstoned
-         LIMIT 1
-    ) AS parent
-)
-SELECT {_NODE_COLUMNS} FROM path
-"""
-# The rest of a path the hint fell short of, from one node.
-_SELECT_PATH_FROM = f"""
-WITH RECURSIVE path AS (
-    SELECT {_NODE_COLUMNS} FROM lash_nodes
-     WHERE session_id = %(sid)s AND node_id = %(leaf)s AND NOT tombstoned
-    UNION
-    SELECT parent.* FROM path, LATERAL (
-        SELECT {_NODE_COLUMNS} FROM lash_nodes AS n
-         WHERE n.session_id = %(sid)s AND n.node_id = path.parent_id AND NOT n.tombstoned
-         LIMIT 1
-    ) AS parent
+    {_PARENT_STEP}
 )
 SELECT {_NODE_COLUMNS} FROM path
 """
@@ -987,7 +966,7 @@ class PostgresStore:
                 with conn.pipeline():
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     stamp_cur = conn.execute(_SELECT_HEAD_GENERATION, {"sid": session_id})
-                    rest_cur = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
+                    rest_cur = conn.execute(_SELECT_WALK, {"sid": session_id, "leaf": start})
                     conn.execute("COMMIT")
             finally:
                 if conn.info.transaction_status in _OPEN_TRANSACTION:
@@ -1249,7 +1228,7 @@ class PostgresStore:
                     # The hinted ranges fell short (a hint cut at a branch
                     # point misses a summary a compaction put above older
                     # rows): walk the rest, or the copy loses its root.
-                    rest = conn.execute(_SELECT_PATH_FROM, {"sid": session_id, "leaf": start})
+                    rest = conn.execute(_SELECT_WALK, {"sid": session_id, "leaf": start})
                     by_id.update((r[0], r) for r in rest.fetchall())
                 rows = path_root_first(by_id.get, lambda r: r[1], at)
                 if not rows or rows[-1][0] != at:

@@ -167,7 +167,7 @@ _SELECT_STAMP = (
 # The walk carries only keys, so UNION's duplicate check (which ends a
 # parent cycle) compares ids, not bodies; the rows are joined back after.
 # The result is a set, each row with its seq last: path_root_first walks it.
-_SELECT_PATH = f"""
+_WALK_KEYS = """
 WITH RECURSIVE path(node_id, parent_id) AS (
     SELECT node_id, parent_id FROM lash_nodes
      WHERE session_id = ?1 AND node_id = ?2 AND tombstoned = 0
@@ -175,7 +175,8 @@ WITH RECURSIVE path(node_id, parent_id) AS (
     SELECT n.node_id, n.parent_id FROM path
       JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.parent_id
      WHERE n.tombstoned = 0
-)
+)"""
+_SELECT_PATH = f"""{_WALK_KEYS}
 SELECT {", ".join("n." + c for c in _NODE_COLUMNS.split(", "))}, n.seq FROM path
   JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
 """
@@ -186,15 +187,7 @@ _READ_FULL = (
     f"SELECT {_READ_COLUMNS} FROM lash_nodes AS n"
     " WHERE n.session_id = ? AND n.tombstoned = 0 ORDER BY n.seq"
 )
-_READ_PATH = f"""
-WITH RECURSIVE path(node_id, parent_id) AS (
-    SELECT node_id, parent_id FROM lash_nodes
-     WHERE session_id = ?1 AND node_id = ?2 AND tombstoned = 0
-    UNION
-    SELECT n.node_id, n.parent_id FROM path
-      JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.parent_id
-     WHERE n.tombstoned = 0
-)
+_READ_PATH = f"""{_WALK_KEYS}
 SELECT {_READ_COLUMNS} FROM path
   JOIN lash_nodes AS n ON n.session_id = ?1 AND n.node_id = path.node_id
 """
