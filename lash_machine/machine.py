@@ -309,11 +309,13 @@ def _build(
         else frame
         for frame in frames
     )
-    session = evolve(session, frames=frames, current_frame_id=current_id)
+    if frames != session.frames or current_id != session.current_frame_id:
+        session = evolve(session, frames=frames, current_frame_id=current_id)
     effective = session.current_frame.policy
     if not effective.model.id.strip():
         raise ModelSpecMissing(session.session_id)
-    session = evolve(session, policy=effective)
+    if effective is not session.policy:
+        session = evolve(session, policy=effective)
     if settled:
         return session, CLEAN_REPORT
     return _settle_graph(session, session.graph, session.saved_nodes, residency)
