@@ -111,9 +111,11 @@ def _path(where: str, link: Any) -> str:
 
 #: Nodes that passed :func:`node_problem`, by identity: a node the machine
 #: checked as it came in is not walked again when a store encodes it. The
-#: entries hold their nodes, so an id is never reused while it is here.
+#: entries hold their nodes, so an id is never reused while it is here; a
+#: hit takes its entry out (the store's check is a node's last), so what
+#: stays is mostly nodes not yet committed, which their session holds anyway.
 _PASSED: dict[int, SessionNode] = {}
-_PASSED_MAX = 4096
+_PASSED_MAX = 1024
 
 
 def node_problem(node: SessionNode) -> str | None:
@@ -123,7 +125,7 @@ def node_problem(node: SessionNode) -> str | None:
     A node is checked once: the same object passes again without a walk
     (nodes are frozen; a body changed in place after it was appended is
     the caller's bug, and a store still refuses what JSON cannot hold)."""
-    if _PASSED.get(id(node)) is node:
+    if _PASSED.pop(id(node), None) is node:
         return None
     problem = _node_problem(node)
     if problem is None:

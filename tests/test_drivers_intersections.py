@@ -242,3 +242,20 @@ def test_a_body_changed_in_place_after_its_append_is_still_refused_by_the_store(
             session.save()
     stored = store.load_graph("s", FullGraph())
     assert stored is not None and [n.body for n in stored.nodes] == [{"n": 1}]
+
+
+@pytest.mark.parametrize("open_store", STORES, indirect=True)
+def test_a_committed_node_is_not_kept_by_the_check_that_passed_it(
+    open_store: StoreFactory,
+) -> None:
+    # The machine's check of a node spares the store a second walk; the
+    # store's check takes the entry out, so a committed body (however big)
+    # is not held on the session's behalf once the session lets go of it.
+    from lash_machine import content
+
+    with blocking_driver.Driver(open_store()) as driver:
+        session = driver.open(POLICY, "s")
+        node = session.append({"text": "x" * 100_000})
+        session.save()
+        session.park()
+    assert content._PASSED.get(id(node)) is not node
