@@ -675,6 +675,25 @@ _SELECT_HEAD_GENERATION = (
 )
 
 
+def _in_one_snapshot(
+    conn: psycopg.Connection[Any], *statements: tuple[str, Any]
+) -> list[psycopg.Cursor[Any]]:
+    """Run read-only ``statements`` in one REPEATABLE READ transaction, in
+    one round trip, and return their cursors. BEGIN and COMMIT are plain
+    pipelined statements: conn.transaction() would add a sync of its own."""
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursors = [conn.execute(query, params) for query, params in statements]
+            conn.execute("COMMIT")
+    finally:
+        # A failed statement left the transaction open (a broken
+        # connection reports UNKNOWN and is dropped by the pool).
+        if conn.info.transaction_status in _OPEN_TRANSACTION:
+            conn.execute("ROLLBACK")
+    return cursors
+
+
 def _probe(dsn: str, timeout: float) -> None:
     """Connect once before the pool does, so that a malformed DSN, a refused
     password or an unreachable server fails now with libpq's reason (the
@@ -934,26 +953,18 @@ class PostgresStore:
         """The session row, the rows of ``nodes_query``, the pinned ids and
         the deletion marker, from one snapshot."""
         with self._connection() as conn:
-            # One round trip. BEGIN and COMMIT are plain pipelined
-            # statements: conn.transaction() would add a sync of its own.
-            try:
-                with conn.pipeline():
-                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    session_cur = conn.execute(_SELECT_SESSION, (session_id,))
-                    nodes_cur = conn.execute(nodes_query, params)
-                    pins_cur = conn.execute(_SELECT_PINNED, (session_id,))
-                    deleted_cur = conn.execute(_SELECT_DELETED, (session_id,))
-                    conn.execute("COMMIT")
-            finally:
-                # A failed statement left the transaction open (a broken
-                # connection reports UNKNOWN and is dropped by the pool).
-                if conn.info.transaction_status in _OPEN_TRANSACTION:
-                    conn.execute("ROLLBACK")
+            session, nodes, pins, deleted = _in_one_snapshot(
+                conn,
+                (_SELECT_SESSION, (session_id,)),
+                (nodes_query, params),
+                (_SELECT_PINNED, (session_id,)),
+                (_SELECT_DELETED, (session_id,)),
+            )
             return (
-                session_cur.fetchone(),
-                nodes_cur.fetchall(),
-                {r[0] for r in pins_cur.fetchall()},
-                deleted_cur.fetchone(),
+                session.fetchone(),
+                nodes.fetchall(),
+                {r[0] for r in pins.fetchall()},
+                deleted.fetchone(),
             )
 
     def _walk_rest(self, session_id: str, start: object) -> tuple[tuple[Any, Any], list[Any]]:
@@ -962,15 +973,11 @@ class PostgresStore:
         gone by now (keeping it open would cost every read a round trip):
         a caller whose stamp differs read two states and must read again."""
         with self._connection() as conn:
-            try:
-                with conn.pipeline():
-                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    stamp_cur = conn.execute(_SELECT_HEAD_GENERATION, {"sid": session_id})
-                    rest_cur = conn.execute(_SELECT_WALK, {"sid": session_id, "leaf": start})
-                    conn.execute("COMMIT")
-            finally:
-                if conn.info.transaction_status in _OPEN_TRANSACTION:
-                    conn.execute("ROLLBACK")
+            stamp_cur, rest_cur = _in_one_snapshot(
+                conn,
+                (_SELECT_HEAD_GENERATION, {"sid": session_id}),
+                (_SELECT_WALK, {"sid": session_id, "leaf": start}),
+            )
             stamp = stamp_cur.fetchone()
             return (None, None) if stamp is None else (stamp[0], stamp[1]), rest_cur.fetchall()
 
