@@ -238,27 +238,17 @@ class SessionGraph:
         """
         if self._path is not None:
             return self._path
-        path: list[SessionNode] = []
-        seen: set[str] = set()
-        nodes, index = self._nodes, self._index
-        # In an ordered graph a node's parent is most often the node
-        # inserted just before it: look there before looking it up.
-        ordered = self._ordered
-        current = self.leaf_id
+        nodes, index, current = self._nodes, self._index, self.leaf_id
         position = index.get(current) if current is not None else None
-        while position is not None and current not in seen:
-            node = nodes[position]
-            seen.add(node.node_id)
-            path.append(node)
-            current = node.parent_id
-            if current is None:
-                break
-            if ordered and position and nodes[position - 1].node_id == current:
-                position -= 1
-            else:
-                position = index.get(current)
-        path.reverse()
-        found = tuple(path)
+        if position is None:
+            found: tuple[SessionNode, ...] = ()
+        elif self._chain:
+            # Each node continues the one before: the path is the front.
+            found = tuple(itertools.islice(nodes, position + 1))
+        elif self._ordered:
+            found = _ordered_path(nodes, index, position)
+        else:
+            found = _walked_path(nodes, index, position)
         object.__setattr__(self, "_path", found)
         return found
 
@@ -286,6 +276,53 @@ class SessionGraph:
         """Ids of the nodes not on the active path, in insertion order."""
         on_path = self.active_path_ids()
         return tuple(node.node_id for node in self._nodes if node.node_id not in on_path)
+
+
+def _ordered_path(
+    nodes: PVector[SessionNode], index: immutables.Map[str, int], position: int
+) -> tuple[SessionNode, ...]:
+    """The path up from the node at ``position`` of an ordered graph: each
+    parent stands before its child, so the walk cannot loop and needs no
+    record of what it saw. A parent is most often the node inserted just
+    before its child: looked at there before it is looked up."""
+    path: list[SessionNode] = []
+    append = path.append
+    get = index.get
+    while True:
+        node = nodes[position]
+        append(node)
+        parent = node.parent_id
+        if parent is None:
+            break
+        if position and nodes[position - 1].node_id == parent:
+            position -= 1
+            continue
+        found = get(parent)
+        if found is None:  # cannot happen in an ordered graph; stop as a walk would
+            break
+        position = found
+    path.reverse()
+    return tuple(path)
+
+
+def _walked_path(
+    nodes: PVector[SessionNode], index: immutables.Map[str, int], position: int | None
+) -> tuple[SessionNode, ...]:
+    """The path up from the node at ``position`` of any graph: it stops at
+    a missing parent or at a node seen before."""
+    path: list[SessionNode] = []
+    seen: set[str] = set()
+    while position is not None:
+        node = nodes[position]
+        if node.node_id in seen:
+            break
+        seen.add(node.node_id)
+        path.append(node)
+        if node.parent_id is None:
+            break
+        position = index.get(node.parent_id)
+    path.reverse()
+    return tuple(path)
 
 
 def is_chain(nodes: Sequence[SessionNode]) -> bool:

@@ -100,3 +100,50 @@ def test_a_copy_made_with_changes_works_its_path_out_afresh() -> None:
     graph = SessionGraph.from_nodes([a, b], "a")
     assert graph.active_path() == (a,)
     assert evolve(graph, leaf_id="b").active_path() == (b,)
+
+
+def _naive_path(nodes: list[SessionNode], leaf_id: str | None) -> tuple[SessionNode, ...]:
+    """The active path by the plainest walk there is: the first node of
+    each id, parents followed until a root, a missing parent or a repeat."""
+    first: dict[str, SessionNode] = {}
+    for node in nodes:
+        first.setdefault(node.node_id, node)
+    path: list[SessionNode] = []
+    seen: set[str] = set()
+    current = leaf_id
+    while current is not None and current in first and current not in seen:
+        seen.add(current)
+        path.append(first[current])
+        current = first[current].parent_id
+    return tuple(reversed(path))
+
+
+@given(st.one_of(corrupt_graphs(), well_formed_graphs()), st.data())
+def test_the_active_path_of_a_read_graph_is_the_plain_walk_from_any_leaf(
+    graph: SessionGraph, data: st.DataObject
+) -> None:
+    # Chains (a path read), ordered graphs and corrupt ones each take their
+    # own way to the path; every node may be the leaf, or none, or a gone id.
+    nodes = list(graph)
+    chain = data.draw(st.booleans())
+    if chain:  # the graph's nodes re-hung as one chain, as a path read returns them
+        nodes = [
+            SessionNode(n.node_id, nodes[i - 1].node_id if i else None, n.kind, n.body, None, 0.0)
+            for i, n in enumerate(nodes)
+        ]
+    leaf = data.draw(st.sampled_from([*(n.node_id for n in nodes), None, "gone"]))
+    read = SessionGraph.from_nodes(nodes, leaf)
+    assert read.active_path() == _naive_path(nodes, leaf)
+    assert read.active_path() is read.active_path()  # worked out once
+
+
+def test_the_active_path_skips_a_sibling_and_stops_at_a_loop() -> None:
+    def node(node_id: str, parent: str | None) -> SessionNode:
+        return SessionNode(node_id, parent, NodeKind.MESSAGE, {}, None, 0.0)
+
+    # Ordered, with siblings side by side: the leaf's parent is not the node before it.
+    siblings = [node("r", None), node("a", "r"), node("b", "r")]
+    assert SessionGraph.from_nodes(siblings, "b").active_path() == _naive_path(siblings, "b")
+    # Unordered, with a loop the walk must leave.
+    loop = [node("x", "y"), node("y", "x"), node("z", "y")]
+    assert SessionGraph.from_nodes(loop, "z").active_path() == _naive_path(loop, "z")
