@@ -5,17 +5,20 @@ connection); overlapping calls still run side by side."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from lash_machine import ModelSpec, SessionPolicy
+from lash_machine.drivers import trio as trio_driver
 from lash_machine.drivers._threads import LastIdleFirst
 from lash_machine.drivers.asyncio import Driver
-from lash_machine.persisted import SessionCommit
+from lash_machine.persisted import ReadScope, SessionCommit, StoredSession
 from lash_machine.stores import SQLiteStore
 
 POLICY = SessionPolicy(model=ModelSpec("m"))
@@ -136,3 +139,93 @@ def test_the_asyncio_driver_commits_one_session_on_one_thread(tmp_path: Path) ->
     store.close()
     assert len(store.threads) == 20 and len(set(store.threads)) == 1
     assert threading.get_ident() not in store.threads  # never on the loop's thread
+
+
+REQUEST = contextvars.ContextVar("REQUEST", default="none")
+
+
+class _Seeing(SQLiteStore):
+    """A real SQLite store that notes the context variable each call sees,
+    and can hold a read until told to go on."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.seen: list[str] = []
+        self.hold = threading.Event()
+        self.holding = threading.Event()
+        self.go = threading.Event()
+
+    def commit(self, commit: SessionCommit) -> int:
+        self.seen.append(REQUEST.get())
+        return super().commit(commit)
+
+    def load_graph(self, session_id: str, scope: ReadScope) -> StoredSession | None:
+        self.seen.append(REQUEST.get())
+        if self.hold.is_set():
+            self.holding.set()
+            self.go.wait(5)
+        return super().load_graph(session_id, scope)
+
+
+def test_store_calls_see_the_callers_context_variables(tmp_path: Path) -> None:
+    """As ``asyncio.to_thread`` and ``trio.to_thread.run_sync``: a store
+    call runs in a copy of the calling task's context."""
+    store = _Seeing(tmp_path / "s.db")
+
+    async def on_asyncio() -> None:
+        driver = Driver(store)
+        REQUEST.set("asyncio")
+        session = await driver.open(POLICY, "a")
+        await session.append({"n": 1})
+        await session.park()
+        driver.close()
+
+    async def on_trio() -> None:
+        driver = trio_driver.Driver(store)
+        REQUEST.set("trio")
+        session = await driver.open(POLICY, "t")
+        await session.append({"n": 1})
+        await session.park()
+        driver.close()
+
+    asyncio.run(on_asyncio())
+    trio.run(on_trio)
+    store.close()
+    assert store.seen == ["asyncio", "asyncio", "trio", "trio"]  # the open's read, the commit
+
+
+def test_a_read_abandoned_as_its_loop_ends_leaves_the_worker_usable(tmp_path: Path) -> None:
+    """The late result of an abandoned read finds its loop closed: it is
+    dropped, and the worker goes on serving the driver's next loop."""
+    store = _Seeing(tmp_path / "s.db")
+    driver = Driver(store, warm_cache=0)  # so a resume reads the nodes
+
+    async def park_one() -> Any:
+        session = await driver.open(POLICY, "s")
+        await session.append({"n": 1})
+        return await session.park()
+
+    parked = asyncio.run(park_one())
+
+    async def abandon() -> None:
+        store.hold.set()
+        task = asyncio.create_task(driver.resume(parked))
+        assert await asyncio.to_thread(store.holding.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(abandon())  # the loop is closed while the read still runs
+    workers = threading.active_count()
+    store.hold.clear()
+    store.go.set()
+    _wait_until(lambda: driver._threads._idle)  # the read ended, its worker is idle
+
+    async def resume() -> list[Any]:
+        session = await asyncio.wait_for(driver.resume(parked), 5)
+        return [node.body for node in session.state.graph.active_path()]
+
+    assert asyncio.run(resume()) == [{"n": 1}]
+    assert threading.active_count() == workers  # the same worker served it
+    driver.close()
+    store.close()

@@ -8,23 +8,38 @@ threads, and on SQLite each one finds its connection's page cache stale
 that went idle last takes the next call: while calls come one at a time they
 all run on one thread with a hot connection, and more threads start only
 when calls overlap (trio's thread cache picks the same way).
+
+:meth:`LastIdleFirst.call` is the driver's way in: the worker runs the call
+and hands its outcome to a callback, which wakes the loop once. Going
+through a :class:`concurrent.futures.Future` and
+``loop.run_in_executor`` costs about three times that thread hop (a
+condition, a lock and a chain of callbacks on each side), more than a whole
+SQLite commit; :meth:`submit` is kept for the rest of the executor API.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-__all__ = ["LastIdleFirst"]
+from ._base import DriverBase
+from ._lifecycle import LifecycleStreamBase
+
+__all__ = ["LastIdleFirst", "ThreadedDriver"]
 
 T = TypeVar("T")
 
-_Item = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+#: A call and what hears its outcome: ``done(result, None)`` or
+#: ``done(None, error)``, on the worker's thread.
+Done = Callable[[Any, "BaseException | None"], None]
+_Item = tuple[Callable[[], Any], Done]
 
 
 class LastIdleFirst(Executor):
@@ -40,34 +55,52 @@ class LastIdleFirst(Executor):
         self._workers = 0
         self._shutdown = False
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-        item: _Item = (future, fn, args, kwargs)
+    def call(self, fn: Callable[[], Any], done: Done) -> None:
+        """Run ``fn()`` in a worker, in a copy of the caller's context
+        variables (as :func:`asyncio.to_thread`), then ``done`` with its
+        result or the exception it raised (a ``BaseException`` too: the
+        caller's to see)."""
+        item: _Item = (functools.partial(contextvars.copy_context().run, fn), done)
         with self._lock:
             if self._idle:
                 self._idle.pop().put(item)
-            elif self._workers < self._max:
-                self._workers += 1
-                inbox: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-                inbox.put(item)
-                threading.Thread(
-                    target=self._work, args=(inbox,), name="lash-machine-store", daemon=True
-                ).start()
-            else:
+                return
+            if self._workers >= self._max:
                 self._backlog.append(item)
+                return
+            self._workers += 1
+        inbox: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        inbox.put(item)
+        threading.Thread(
+            target=self._work, args=(inbox,), name="lash-machine-store", daemon=True
+        ).start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+
+        def run() -> T | None:
+            return fn(*args, **kwargs) if future.set_running_or_notify_cancel() else None
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.cancelled():
+                return
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+        self.call(run, settle)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """End the idle workers; from now on a worker ends once it has
         nothing to do. Calls still come in (a call the driver was in the
-        middle of must finish) and still run. ``wait`` is ignored: nothing
-        here is joined."""
+        middle of must finish) and still run. ``wait`` and
+        ``cancel_futures`` are ignored: nothing here is joined, and a call
+        already handed over runs (a cancelled future's call does nothing)."""
         with self._lock:
             self._shutdown = True
             idle, self._idle = self._idle, []
-            if cancel_futures:
-                for future, *_ in self._backlog:
-                    future.cancel()
         for inbox in idle:
             inbox.put(None)
 
@@ -83,11 +116,10 @@ class LastIdleFirst(Executor):
                         return
                 continue  # a call was handed over just as the wait ran out
             while item is not None:
-                future, fn, args, kwargs = item
-                ran = future.set_running_or_notify_cancel()
+                fn, done = item
                 try:
-                    result, error = (fn(*args, **kwargs) if ran else None), None
-                except BaseException as raised:  # the caller's to see, through the future
+                    result, error = fn(), None
+                except BaseException as raised:  # the caller's to see, through done
                     result, error = None, raised
                 with self._lock:
                     item = self._backlog.popleft() if self._backlog else None
@@ -95,8 +127,7 @@ class LastIdleFirst(Executor):
                         # Idle before the caller hears back: its next call
                         # comes to this thread again.
                         self._idle.append(inbox)
-                if ran:
-                    _settle(future, result, error)
+                done(result, error)
                 del error
             if self._shutdown:  # None from shutdown(), or nothing left after it
                 with self._lock:
@@ -104,8 +135,33 @@ class LastIdleFirst(Executor):
                 return
 
 
-def _settle(future: Future[Any], result: object, error: BaseException | None) -> None:
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+class ThreadedDriver(DriverBase):
+    """What the async drivers share.
+
+    ``Driver(store)`` runs store calls against ``store`` in worker threads
+    of its own (made at the first call, ended once idle when the driver
+    closes); ``Driver(runner=...)`` hands them to an effect runner;
+    ``Driver()`` keeps sessions in memory only (the arguments: see
+    :class:`~._base.DriverBase`). Register host hooks on :attr:`hooks`, or
+    iterate :meth:`lifecycle` (a stream of the driver's loop, ``_stream``).
+    """
+
+    _stream: ClassVar[type[LifecycleStreamBase]]
+
+    @functools.cached_property
+    def _threads(self) -> LastIdleFirst:
+        return LastIdleFirst()
+
+    def close(self) -> None:
+        """End the driver (see :class:`~._base.DriverBase`) and its idle threads."""
+        super().close()
+        if "_threads" in self.__dict__:
+            self._threads.shutdown(wait=False)
+
+    def lifecycle(self) -> LifecycleStreamBase:
+        """Lifecycle events of every session of this driver, from now on::
+
+        with driver.lifecycle() as events:
+            async for event in events: ...
+        """
+        return self._stream(self.hooks)

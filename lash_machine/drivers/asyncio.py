@@ -16,8 +16,7 @@ hung store delays the cancellation until the store's own timeout.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,7 +24,7 @@ from .. import effects as fx
 from ._async_api import AsyncDriver, AsyncSession
 from ._lifecycle import LifecycleStreamBase
 from ._loop import Job, SessionLoop
-from ._threads import LastIdleFirst
+from ._threads import LastIdleFirst, ThreadedDriver
 from .hooks import Hooks
 
 __all__ = ["Driver", "LifecycleStream", "Session"]
@@ -44,12 +43,11 @@ class Session(AsyncSession):
         loop = asyncio.get_running_loop()
         cancelled: BaseException | None = None
         while job is not None:
-            # As asyncio.to_thread (context variables follow), but a write may outlast it.
-            future = loop.run_in_executor(self._threads, contextvars.copy_context().run, job.run)
+            future = _in_worker(loop, self._threads, job.run)
             if job.write or cancelled is not None:
                 while not future.done():
                     try:
-                        await asyncio.wait([future])  # never cancels the future
+                        await asyncio.shield(future)  # a cancel stops the wait, not the write
                     except asyncio.CancelledError as error:
                         cancelled = cancelled or error
                 outcome = future.result()
@@ -64,6 +62,29 @@ class Session(AsyncSession):
         if cancelled is not None:
             raise cancelled
         return self._core.answer()
+
+
+def _in_worker(
+    loop: asyncio.AbstractEventLoop, threads: LastIdleFirst, call: Callable[[], T]
+) -> asyncio.Future[T]:
+    """``call()`` in a worker thread, as a future of ``loop`` (one wakeup of
+    the loop when it is done)."""
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.cancelled():  # the caller stopped waiting for a read
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def done(result: Any, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to hear it
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threads.call(call, done)
+    return future
 
 
 class LifecycleStream(LifecycleStreamBase):
@@ -86,35 +107,13 @@ class LifecycleStream(LifecycleStreamBase):
         return event
 
 
-class Driver(AsyncDriver[Session]):
-    """Opens sessions on an asyncio loop.
+class Driver(ThreadedDriver, AsyncDriver[Session]):
+    """Opens sessions on an asyncio loop (see :class:`~._threads.ThreadedDriver`)."""
 
-    ``Driver(store)`` runs store calls against ``store`` in threads of its
-    own; ``Driver(runner=...)`` hands them to an effect runner; ``Driver()``
-    keeps sessions in memory only. Register host hooks on :attr:`hooks`,
-    or iterate :meth:`lifecycle`.
-    """
-
-    @functools.cached_property
-    def _threads(self) -> LastIdleFirst:
-        return LastIdleFirst()
+    _stream = LifecycleStream
 
     def _session(self, core: SessionLoop) -> Session:
         return Session(core, self._threads)
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, contextvars.copy_context().run, call)
-
-    def close(self) -> None:
-        """End the driver (see :class:`~._base.DriverBase`) and its idle threads."""
-        super().close()
-        self._threads.shutdown(wait=False)
-
-    def lifecycle(self) -> LifecycleStream:
-        """Lifecycle events of every session of this driver, from now on::
-
-        with driver.lifecycle() as events:
-            async for event in events: ...
-        """
-        return LifecycleStream(self.hooks)
+        return await _in_worker(asyncio.get_running_loop(), self._threads, call)

@@ -1,34 +1,32 @@
-"""The trio driver: sessions in trio tasks, store calls in worker threads
-(``trio.to_thread.run_sync``).
+"""The trio driver: sessions in trio tasks, store calls in the driver's
+worker threads (the last idle first, see :mod:`._threads`).
 
-Cancellation in the middle of a call:
-
-* a **read** (loading the graph or a node) is abandoned at once
-  (``abandon_on_cancel=True``): the machine is told and returns to where it
-  was; the thread's late result is dropped;
-* a **write** (commit, tombstone, attachment intent) may already be applied
-  by the store and a thread cannot be stopped, so it is not abandoned: trio
-  waits for the thread, the machine gets the real result, and the call
-  returns it (trio delivers the cancellation at the caller's next
-  checkpoint, as it does for any operation that completed). The session
-  thus always agrees with the store. A hung store delays the cancellation
-  until the store's own timeout;
-* a write cancelled before its thread started is cancelled in the machine
-  like a read; lease calls (claim, release) always run to their end.
+Cancellation in the middle of a call abandons a **read** (loading the graph
+or a node) at once: the machine returns to where it was and the thread's
+late result is dropped. A **write** (commit, tombstone, attachment intent)
+may already be applied and a thread cannot be stopped, so trio waits for
+it, the machine gets the real result and the call returns it (trio
+delivers the cancellation at the caller's next checkpoint). The session
+thus always agrees with the store; a hung store delays the cancellation
+until its own timeout. A write cancelled before its thread started is
+cancelled like a read; lease calls (claim, release) always run to their end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from .. import effects as fx
 from ._async_api import AsyncDriver, AsyncSession
 from ._lifecycle import LifecycleStreamBase
 from ._loop import Job, SessionLoop
+from ._threads import LastIdleFirst, ThreadedDriver
 from .hooks import Hooks
 
 __all__ = ["Driver", "LifecycleStream", "Session"]
@@ -39,27 +37,54 @@ T = TypeVar("T")
 class Session(AsyncSession):
     """A session in trio (see :class:`~._async_api.AsyncSession`)."""
 
-    def __init__(self, core: SessionLoop) -> None:
+    def __init__(self, core: SessionLoop, threads: LastIdleFirst) -> None:
         super().__init__(core, trio.Lock())
+        self._threads = threads
 
     async def _drive(self, job: Job | None) -> Any:
         cancelled: BaseException | None = None
         while job is not None:
             try:
-                # Shielded: a lease call the store may apply whatever happens
-                # here, and whatever a cancelled call still owes.
-                with trio.CancelScope(shield=job.lease or cancelled is not None):
-                    outcome = await trio.to_thread.run_sync(
-                        job.run, abandon_on_cancel=not job.write
-                    )
+                # A lease call, or what a cancelled call owes, runs whatever comes.
+                owed = job.lease or cancelled is not None
+                result = await _in_worker(self._threads, job.run, owed=owed, abandon=not job.write)
             except BaseException as error:  # a read abandoned, or cancelled before it started
                 cancelled = error
                 job = self._core.abandon(job)
                 continue
-            job = self._core.done(job, outcome, stopping=cancelled is not None)
+            job = self._core.done(job, result, stopping=cancelled is not None)
         if cancelled is not None:
             raise cancelled
         return self._core.answer()
+
+
+async def _in_worker(
+    threads: LastIdleFirst, call: Callable[[], T], *, owed: bool, abandon: bool
+) -> T:
+    """``call()`` in a worker thread, as ``trio.to_thread.run_sync``. ``owed``:
+    it runs and is waited for whatever comes; else a cancellation before it
+    starts raises, and one while it runs abandons it when ``abandon``."""
+    if not owed:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    task, token = trio.lowlevel.current_task(), trio.lowlevel.current_trio_token()
+    waiting = [True]
+
+    def back(value: Any, error: BaseException | None) -> None:
+        if waiting[0]:
+            trio.lowlevel.reschedule(task, outcome.Error(error) if error else outcome.Value(value))
+
+    def done(value: Any, error: BaseException | None) -> None:
+        with contextlib.suppress(trio.RunFinishedError):  # trio has ended: nobody waits
+            token.run_sync_soon(back, value, error)
+
+    def abort(_: object) -> trio.lowlevel.Abort:
+        if abandon and not owed:
+            waiting[0] = False
+            return trio.lowlevel.Abort.SUCCEEDED
+        return trio.lowlevel.Abort.FAILED  # trio delivers the cancel at the next checkpoint
+
+    threads.call(call, done)
+    return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
 
 
 class LifecycleStream(LifecycleStreamBase):
@@ -82,25 +107,13 @@ class LifecycleStream(LifecycleStreamBase):
             raise StopAsyncIteration from None
 
 
-class Driver(AsyncDriver[Session]):
-    """Opens sessions in trio.
+class Driver(ThreadedDriver, AsyncDriver[Session]):
+    """Opens sessions in trio (see :class:`~._threads.ThreadedDriver`)."""
 
-    ``Driver(store)`` runs store calls against ``store`` in worker threads;
-    ``Driver(runner=...)`` hands them to an effect runner; ``Driver()``
-    keeps sessions in memory only. Register host hooks on :attr:`hooks`,
-    or iterate :meth:`lifecycle`.
-    """
+    _stream = LifecycleStream
 
     def _session(self, core: SessionLoop) -> Session:
-        return Session(core)
+        return Session(core, self._threads)
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
-        return await trio.to_thread.run_sync(call)
-
-    def lifecycle(self) -> LifecycleStream:
-        """Lifecycle events of every session of this driver, from now on::
-
-        with driver.lifecycle() as events:
-            async for event in events: ...
-        """
-        return LifecycleStream(self.hooks)
+        return await _in_worker(self._threads, call, owed=False, abandon=False)
