@@ -6,6 +6,7 @@ session stays usable."""
 from __future__ import annotations
 
 import sqlite3
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from lash_machine import (
 )
 from lash_machine import effects as fx
 from lash_machine import events as ev
-from lash_machine.drivers import Hooks, Outcome, StoreRunner
+from lash_machine.drivers import Hooks, Outcome, StoreRunner, _loop
 from lash_machine.drivers._loop import SessionLoop
 from lash_machine.errors import ErrorCode, StoreFailure, failure_of
 from lash_machine.persisted import FullGraph
@@ -187,3 +188,13 @@ def test_a_failure_from_afar_is_rebuilt_from_its_code() -> None:
     with pytest.raises(StoreFailure) as unknown:
         core.answer()
     assert unknown.value.failure_code == "transport_error"
+
+
+def test_the_loop_knows_the_answers_of_every_store_request() -> None:
+    """The loop routes an effect by its type: every store request must have
+    its answers listed (else it would be taken for a reply), and every
+    result must answer some request."""
+    assert set(_loop._ANSWERS) == set(typing.get_args(fx.StoreRequest))
+    answers = {kind for kinds in _loop._ANSWERS.values() for kind in kinds}
+    assert answers == set(typing.get_args(ev.Result))
+    assert set(typing.get_args(fx.StoreWrite)) < set(_loop._ANSWERS)

@@ -28,6 +28,7 @@ Nothing here does IO or knows about asyncio or trio.
 from __future__ import annotations
 
 import functools
+import typing
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -56,16 +57,20 @@ from .store_effects import EffectRunner, Outcome, failed
 
 __all__ = ["Job", "SessionLoop"]
 
-#: The result events that may answer each store request (besides EffectFailed).
+#: The result events that may answer each store request.
 _ANSWERS: dict[type, tuple[type, ...]] = {
-    fx.LoadGraph: (ev.GraphLoaded,),
-    fx.LoadNode: (ev.LoadNodeResult,),
-    fx.Commit: (ev.Committed, ev.CommitConflicted),
-    fx.TombstoneNodes: (ev.Tombstoned,),
-    fx.RecordAttachmentIntent: (ev.IntentRecorded,),
-    fx.ReadStamp: (ev.StampRead,),
-    fx.ForkSession: (ev.Forked,),
+    fx.LoadGraph: (ev.GraphLoaded, ev.EffectFailed),
+    fx.LoadNode: (ev.LoadNodeResult, ev.EffectFailed),
+    fx.Commit: (ev.Committed, ev.CommitConflicted, ev.EffectFailed),
+    fx.TombstoneNodes: (ev.Tombstoned, ev.EffectFailed),
+    fx.RecordAttachmentIntent: (ev.IntentRecorded, ev.EffectFailed),
+    fx.ReadStamp: (ev.StampRead, ev.EffectFailed),
+    fx.ForkSession: (ev.Forked, ev.EffectFailed),
 }
+#: The store requests that write, and the effects for the host's hooks (by
+#: type: a set lookup, where ``isinstance`` of a union tries each member).
+_WRITES = frozenset(typing.get_args(fx.StoreWrite))
+_HOST = frozenset(typing.get_args(fx.HostEffect))
 
 
 @attrs.frozen
@@ -102,7 +107,7 @@ def _mismatch(request: fx.StoreRequest, result: ev.Result) -> str:
     """Why ``result`` cannot be the answer to ``request`` ("" when it can)."""
     if result.request_id != request.request_id:
         return f"asked request {request.request_id}, the runner answered {result.request_id}"
-    if not isinstance(result, (ev.EffectFailed, *_ANSWERS[type(request)])):
+    if type(result) not in _ANSWERS[type(request)]:
         return f"{type(result).__name__} does not answer {type(request).__name__}"
     return ""
 
@@ -280,11 +285,12 @@ class SessionLoop:
         needs."""
         while self._queue:
             effect = self._queue.popleft()
-            if isinstance(effect, fx.StoreRequest):
-                return self._store_job(effect)
-            if isinstance(effect, fx.HostEffect):
+            kind = type(effect)
+            if kind in _ANSWERS:
+                return self._store_job(effect)  # type: ignore[arg-type]
+            if kind in _HOST:
                 try:
-                    self.hooks.dispatch(effect)
+                    self.hooks.dispatch(effect)  # type: ignore[arg-type]
                 except Exception as error:  # the machine already moved on; report after the reply
                     self._hook_error = self._hook_error or error
             else:
@@ -309,7 +315,7 @@ class SessionLoop:
     def _store_job(self, request: fx.StoreRequest) -> Job:
         runner, keeper = self.runner, self.lease
         assert runner is not None, "a session without a store makes no store requests"
-        write = isinstance(request, fx.StoreWrite)
+        write = type(request) in _WRITES
         if keeper is None or not write:
             return Job(functools.partial(runner, request), write, request=request)
 

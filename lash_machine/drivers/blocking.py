@@ -19,11 +19,10 @@ calls raise :class:`~lash_machine.errors.DriverClosed`.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -52,19 +51,22 @@ _HELD = (
 )
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold signals back for the block; a signal that came meanwhile is
-    handled (its handler may raise) when the block ends. Python runs
-    handlers on the main thread only, so elsewhere there is nothing to do."""
-    if _sigmask is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = _sigmask(signal.SIG_BLOCK, _HELD)
-    try:
-        yield
-    finally:
+def _hold_signals() -> Iterable[int] | None:
+    """Hold signals back until :func:`_let_signals_go`; a signal that
+    comes meanwhile is handled (its handler may raise) then. Python runs
+    handlers on the main thread only, so elsewhere there is nothing to do.
+    Returns the mask to restore (``None``: nothing was held)."""
+    if _sigmask is None or threading.current_thread() is not _MAIN:
+        return None
+    return _sigmask(signal.SIG_BLOCK, _HELD)
+
+
+def _let_signals_go(previous: Iterable[int] | None) -> None:
+    if previous is not None and _sigmask is not None:
         _sigmask(signal.SIG_SETMASK, previous)
+
+
+_MAIN = threading.main_thread()
 
 
 class Session(BlockingSession):
@@ -79,10 +81,12 @@ class Session(BlockingSession):
         core, interrupted = self._core, None
         while job is not None:
             if job.write or interrupted is not None:
-                following = None
+                following, held = None, _hold_signals()
                 try:
-                    with _signals_held():
+                    try:
                         following = core.done(job, job.run(), stopping=interrupted is not None)
+                    finally:
+                        _let_signals_go(held)
                 except BaseException as error:  # a signal's exception, now that the write is fed
                     interrupted = interrupted or error
                 job = following
