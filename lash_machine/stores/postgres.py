@@ -616,13 +616,16 @@ _SELECT_LEASE = "SELECT owner, token, expires_at FROM lash_leases WHERE session_
 # Keyset pages of idle sessions, oldest first, with their live node counts
 # and whether a worker holds their lease (kept, never expired). The locking
 # form skips a session a writer holds locked right now: it is not idle.
+# ``updated_at >= after_at`` says nothing the next line does not, but it is
+# what the idle index's scan starts from: without it every page scans the
+# index from its start, past the entries of every session expired before.
 _IDLE_PAGE = """
 SELECT s.session_id, s.updated_at, s.live_nodes, EXISTS (
     SELECT 1 FROM lash_leases AS l
      WHERE l.session_id = s.session_id AND l.owner IS NOT NULL AND l.expires_at > %(now)s
 )
   FROM lash_sessions AS s
- WHERE s.updated_at < %(cutoff)s
+ WHERE s.updated_at < %(cutoff)s AND s.updated_at >= %(after_at)s
    AND (s.updated_at > %(after_at)s
         OR (s.updated_at = %(after_at)s AND s.session_id COLLATE "C" > %(after_id)s))
  ORDER BY s.updated_at, s.session_id COLLATE "C"
