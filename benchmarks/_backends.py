@@ -14,7 +14,7 @@ from lash_machine.stores.base import SessionStore
 from lash_machine.stores.sqlite import SQLiteStore
 
 from ._common import Config
-from ._pg import temporary_schema, vacuum_analyze
+from ._pg import checkpoint, temporary_schema, vacuum_analyze
 
 __all__ = ["Backend", "open_backends"]
 
@@ -33,10 +33,13 @@ class Backend:
     dsn: str | None = None
 
     def settle(self) -> None:
-        """After a bulk build, :func:`~._pg.vacuum_analyze` (PostgreSQL;
-        SQLite needs nothing)."""
+        """After a bulk build, :func:`~._pg.vacuum_analyze` and a
+        :func:`~._pg.checkpoint` (PostgreSQL; SQLite needs nothing): the
+        build's writes, and the vacuum's, are on disk before the
+        measurement starts, not flushed in the middle of it."""
         if self.dsn is not None:
             vacuum_analyze(self.dsn)
+            checkpoint(self.dsn)
 
 
 @contextlib.contextmanager
