@@ -1,4 +1,4 @@
-"""Worker threads for the asyncio driver's store calls, the last idle first.
+"""Worker threads for the async drivers' store calls, the last idle first.
 
 A store keeps one connection per thread (SQLite), or hands one out from a
 pool (PostgreSQL). :class:`concurrent.futures.ThreadPoolExecutor` wakes its
@@ -12,9 +12,10 @@ when calls overlap (trio's thread cache picks the same way).
 :meth:`LastIdleFirst.call` is the driver's way in: the worker runs the call
 and hands its outcome to a callback, which wakes the loop once. Going
 through a :class:`concurrent.futures.Future` and
-``loop.run_in_executor`` costs about three times that thread hop (a
-condition, a lock and a chain of callbacks on each side), more than a whole
-SQLite commit; :meth:`submit` is kept for the rest of the executor API.
+``loop.run_in_executor`` (or ``trio.to_thread.run_sync``) costs about three
+times that thread hop, more than a whole SQLite commit, and the threads
+contend for the GIL meanwhile, which slows the store call itself;
+:meth:`submit` is kept for the rest of the executor API.
 """
 
 from __future__ import annotations
