@@ -71,7 +71,8 @@ async def _in_worker(
 
     def back(value: Any, error: BaseException | None) -> None:
         if waiting[0]:
-            trio.lowlevel.reschedule(task, outcome.Error(error) if error else outcome.Value(value))
+            result = outcome.Value(value) if error is None else outcome.Error(error)
+            trio.lowlevel.reschedule(task, result)
 
     def done(value: Any, error: BaseException | None) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # trio has ended: nobody waits

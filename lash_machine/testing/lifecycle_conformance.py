@@ -250,6 +250,28 @@ class LifecycleCases:
         # Nothing more is idle by then.
         assert store.expire(0.0, now=mark).expired == ()
 
+    def test_expire_pages_through_sessions_written_at_one_instant(
+        self, store: SessionStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Pages are keyed by (last write, session id): sessions that share
+        their last write time are each listed once, whatever the batch
+        size, and all expire."""
+        monkeypatch.setattr(time, "time", lambda: 1000.0)
+        names = [f"tie{n}" for n in range(7)]
+        for name in names:
+            store.commit(make_commit(name, None, [make_node(f"{name}-n")]))
+        monkeypatch.undo()
+        for batch in (1, 2, 3, 7, 8):
+            pages: list[ExpireReport] = []
+            dry = store.expire(
+                0.0, now=2000.0, dry_run=True, batch_size=batch, progress=pages.append
+            )
+            assert sorted(dry.expired) == names and len(set(dry.expired)) == len(names), batch
+            assert len(pages) >= -(-len(names) // batch), batch  # a report per batch
+        report = store.expire(0.0, now=2000.0, batch_size=2)
+        assert sorted(report.expired) == names and report.nodes_removed == len(names)
+        assert store.list_sessions() == []
+
     def test_expire_checks_its_arguments(self, store: SessionStore) -> None:
         for idle, batch in ((-1.0, 10), (float("nan"), 10), (1.0, 0), (1.0, True)):
             with pytest.raises(ValueError):
