@@ -457,10 +457,16 @@ appended AS (
 ),
 -- The ANY conditions let the key's index find the rows: the prepared plan
 -- cannot know an array is empty, and without them it scanned the session.
+-- The cardinality conditions name no row, so the plan tests them once and
+-- skips the scan: a generic plan made on a table not yet analyzed walks
+-- the whole session by its seq index (measured: 0.5 ms for each of these
+-- two at 2,000 nodes, on every commit, though nearly every commit has no
+-- pin and no repair).
 pins AS (
     UPDATE lash_nodes AS n SET pinned = r.pinned
       FROM cas, unnest(%(pin_ids)s::text[], %(pin_flags)s::bool[]) AS r(node_id, pinned)
-     WHERE n.session_id = %(sid)s AND n.node_id = ANY(%(pin_ids)s::text[])
+     WHERE cardinality(%(pin_ids)s::text[]) > 0
+       AND n.session_id = %(sid)s AND n.node_id = ANY(%(pin_ids)s::text[])
        AND n.node_id = r.node_id AND NOT n.tombstoned
 ),
 reparented AS (
@@ -469,13 +475,15 @@ reparented AS (
     UPDATE lash_nodes AS n SET parent_id = r.parent_id, pinned = COALESCE(r.pinned, n.pinned)
       FROM cas, unnest(%(moved)s::text[], %(new_parents)s::text[], %(moved_pins)s::bool[])
            AS r(node_id, parent_id, pinned)
-     WHERE n.session_id = %(sid)s AND n.node_id = ANY(%(moved)s::text[])
+     WHERE cardinality(%(moved)s::text[]) > 0
+       AND n.session_id = %(sid)s AND n.node_id = ANY(%(moved)s::text[])
        AND n.node_id = r.node_id
 ),
 adopted AS (
     UPDATE lash_attachment_intents AS i SET committed = true
       FROM cas
-     WHERE i.session_id = %(sid)s AND i.attachment_id = ANY(%(adopt)s::text[])
+     WHERE cardinality(%(adopt)s::text[]) > 0
+       AND i.session_id = %(sid)s AND i.attachment_id = ANY(%(adopt)s::text[])
 )
 SELECT (SELECT first_seq FROM cas), fence.ok,
        (SELECT owner FROM lease), (SELECT token FROM lease), (SELECT expires_at FROM lease),
