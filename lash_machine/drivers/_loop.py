@@ -9,7 +9,8 @@ release once parked or closed). The driver runs the job its own way
 :meth:`SessionLoop.done`, which feeds it to the machine and answers the
 next job, until there is none; :meth:`SessionLoop.answer` then gives the
 reply or raises the failure it stands for. When the caller stops waiting
-for a read, :meth:`SessionLoop.abandon` tells the machine so.
+for a read, :meth:`SessionLoop.abandon` tells the machine so; when a job
+raises instead of returning, :meth:`SessionLoop.raised` does.
 
 A driver is thus this loop and nothing else::
 
@@ -77,7 +78,8 @@ _HOST = frozenset(typing.get_args(fx.HostEffect))
 class Job:
     """One thing a call needs carried out off the machine: run ``run()``
     (it never raises an ``Exception``: failures come back as its outcome)
-    and hand what it returned to :meth:`SessionLoop.done`.
+    and hand what it returned to :meth:`SessionLoop.done`, or what it
+    raised to :meth:`SessionLoop.raised`.
 
     ``write``: the store may apply it even if nobody waits, so a driver
     never abandons it. ``lease``: a lease call, which a driver also runs
@@ -243,6 +245,24 @@ class SessionLoop:
             self.step(ev.EffectFailed(job.request.request_id, ErrorCode.CANCELLED, message))
         )
         return self._next()
+
+    def raised(self, job: Job, error: BaseException, *, started: bool = True) -> Job | None:
+        """``job.run()`` raised ``error`` instead of returning (a
+        ``BaseException``, or the ``Exception`` of a runner that breaks its
+        contract); the driver raises it once the jobs still owed are done.
+        The machine must hear of it, or it waits forever: a read, or a
+        write that never ``started``, is abandoned; a write that ran may
+        have been applied, so its outcome is unknown (a commit is sent
+        again under its commit id, which settles it); a lease call failed.
+        As with :meth:`done` ``stopping``, only what is owed follows."""
+        if job.lease:
+            return self.done(job, _LeaseOutcome(error=error), stopping=True)
+        reason = f"the call ended in {type(error).__name__}: {error}"
+        if not (job.write and started):
+            return self.abandon(job, reason)
+        assert job.request is not None
+        unknown = ev.EffectFailed(job.request.request_id, ErrorCode.COMMIT_OUTCOME_UNKNOWN, reason)
+        return self.done(job, Outcome(unknown), stopping=True)
 
     def answer(self) -> Any:
         """The call's reply (the renewed lease, for a renewal). A failed

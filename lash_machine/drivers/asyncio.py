@@ -10,7 +10,8 @@ intent, lease call) may be applied by the store anyway, and a thread cannot
 be stopped: the call waits for it (absorbing further cancels), feeds the
 machine the real result, finishes what it still owes (a lease release), then
 raises ``CancelledError``. So the session always agrees with the store; a
-hung store delays the cancellation until the store's own timeout.
+hung store delays the cancellation until the store's own timeout. A call
+that raises in its thread is told to the machine, then raised.
 """
 
 from __future__ import annotations
@@ -44,20 +45,17 @@ class Session(AsyncSession):
         cancelled: BaseException | None = None
         while job is not None:
             future = _in_worker(loop, self._threads, job.run)
-            if job.write or cancelled is not None:
-                while not future.done():
+            try:
+                while (job.write or cancelled is not None) and not future.done():
                     try:
                         await asyncio.shield(future)  # a cancel stops the wait, not the write
                     except asyncio.CancelledError as error:
                         cancelled = cancelled or error
-                outcome = future.result()
-            else:
-                try:
-                    outcome = await future
-                except BaseException as error:  # cancelled: the machine must not keep waiting
-                    cancelled = error
-                    job = self._core.abandon(job)
-                    continue
+                outcome = await future  # a read's wait ends with a cancel
+            except BaseException as error:  # cancelled, or the call raised: the machine must hear
+                cancelled = cancelled or error
+                job = self._core.raised(job, error)
+                continue
             job = self._core.done(job, outcome, stopping=cancelled is not None)
         if cancelled is not None:
             raise cancelled

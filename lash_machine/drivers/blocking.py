@@ -84,7 +84,12 @@ class Session(BlockingSession):
                 following, held = None, _hold_signals()
                 try:
                     try:
-                        following = core.done(job, job.run(), stopping=interrupted is not None)
+                        outcome = job.run()
+                    except BaseException as error:  # the store call's own: the machine must hear
+                        interrupted = interrupted or error
+                        following = core.raised(job, error)
+                    else:
+                        following = core.done(job, outcome, stopping=interrupted is not None)
                     finally:
                         _let_signals_go(held)
                 except BaseException as error:  # a signal's exception, now that the write is fed

@@ -70,8 +70,9 @@ def carry_out(store: SessionStore, request: fx.StoreRequest) -> Outcome:
     rides along in :attr:`Outcome.error`); a commit's
     :class:`~lash_machine.errors.HeadRevisionConflict` becomes
     ``CommitConflicted`` with the stored head. ``BaseException`` (such as
-    ``KeyboardInterrupt``) is not caught: the driver treats it as a
-    cancellation.
+    ``KeyboardInterrupt``) is not caught: the driver tells the machine (a
+    read abandoned, a write's outcome unknown: ``SessionLoop.raised``) and
+    raises it.
     """
     rid = request.request_id
     try:

@@ -48,9 +48,9 @@ class Session(AsyncSession):
                 # A lease call, or what a cancelled call owes, runs whatever comes.
                 owed = job.lease or cancelled is not None
                 result = await _in_worker(self._threads, job.run, owed=owed, abandon=not job.write)
-            except BaseException as error:  # a read abandoned, or cancelled before it started
+            except BaseException as error:  # abandoned, cancelled before it started, or raised
                 cancelled = error
-                job = self._core.abandon(job)
+                job = self._core.raised(job, error, started=not isinstance(error, trio.Cancelled))
                 continue
             job = self._core.done(job, result, stopping=cancelled is not None)
         if cancelled is not None:
