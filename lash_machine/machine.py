@@ -259,12 +259,9 @@ def _settle_stored(
     alone, and every resident node stays counted as saved."""
     healed, report = heal_graph(graph)
     if residency is Residency.ACTIVE_PATH_ONLY and not healed.is_path():
-        path = healed.active_path()
-        if len(path) != len(healed):
-            keep = {node.node_id for node in path}
-            healed = SessionGraph.from_nodes(
-                (node for node in healed if node.node_id in keep), healed.leaf_id
-            )
+        # Root first, as a store reads a path: in insertion order a summary
+        # stands after the nodes a compaction hung under it.
+        healed = SessionGraph.from_nodes(healed.active_path(), healed.leaf_id)
     repairs = {r.node_id: r for r in session.repairs}
     if report.parents_cut:
         cut = {repair.node_id for repair in report.parents_cut}
@@ -438,6 +435,9 @@ def _resume(state: MachineState, event: ev.Resume) -> tuple[MachineState, Effect
         warm is not None
         and warm.session.session_id == parked.session_id
         and warm.session.stamp is not None
+        # A session made by a commit without an id (an import, a raw store
+        # call) is not told apart from one made again under its id.
+        and warm.session.created_by is not None
         # A copy kept under ACTIVE_PATH_ONLY holds only its path.
         and (warm.residency is Residency.KEEP_ALL or residency is Residency.ACTIVE_PATH_ONLY)
     )

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from machine_helpers import PHASES, POLICY, node, request_of, run, stored
 
@@ -112,7 +113,8 @@ def _warm_resume() -> tuple[MachineState, int]:
     state, out = run(active, ev.Append((node("d", "b"),)), ev.Park())
     state, out = step(state, ev.Committed(request_of(out, fx.Commit).request_id, 2))
     parked = request_of(out, fx.ReplyParked)
-    warm = WarmSession(parked.session, Residency.KEEP_ALL)
+    # Made by a commit with an id: a copy of one made without is never used.
+    warm = WarmSession(attrs.evolve(parked.session, created_by="c1"), Residency.KEEP_ALL)
     state, out = step(state, ev.Resume(parked.parked, 3.0, warm=warm))
     return state, request_of(out, fx.ReadStamp).request_id
 

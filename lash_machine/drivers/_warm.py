@@ -53,7 +53,9 @@ class WarmCache:
 
     def __init__(self, max_bytes: int) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError(f"the warm cache size must be a number of bytes, not {max_bytes!r}")
+            raise ValueError(
+                f"warm_cache must be a number of bytes (an int, 0: none), not {max_bytes!r}"
+            )
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
