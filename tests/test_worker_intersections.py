@@ -881,6 +881,63 @@ def test_one_driver_used_from_two_loops_in_two_threads_at_once(
     one.close()
 
 
+@pytest.mark.parametrize("driver", ASYNC)
+def test_a_lifecycle_stream_hears_sessions_on_another_loop(
+    driver: str, sqlite: SQLiteStore
+) -> None:
+    """A stream made on one loop, a session of the same driver on another
+    loop in another thread: its events reach the stream through the
+    stream's own loop, in order. (Put on the stream's queue from the other
+    thread, asyncio in debug mode refuses the wakeup and the listener waits
+    forever; trio's channel is not thread-safe either.) Both loops run in
+    threads of their own, so a listener that never wakes fails the test
+    instead of hanging it."""
+    one = _module(driver).Driver(sqlite)
+    failures: list[BaseException] = []
+    seen: list[str] = []
+    wanted = ["SessionOpened", "SessionSaved", "SessionParked"]
+
+    def elsewhere() -> None:
+        async def main() -> None:
+            session = await one.open(POLICY, "far")
+            await session.append({"n": 1})
+            await session.save()
+            await session.park()
+
+        try:
+            _run(driver, main)
+        except BaseException as error:  # reported by the test's thread
+            failures.append(error)
+
+    far = threading.Thread(target=elsewhere, daemon=True)
+
+    async def listen() -> None:
+        with one.lifecycle() as events:
+            far.start()
+            async for event in events:
+                seen.append(type(event).__name__)
+                if len(seen) == len(wanted):
+                    break
+
+    def here() -> None:
+        try:
+            if driver == "asyncio":
+                asyncio.run(listen(), debug=True)
+            else:
+                trio.run(listen)
+        except BaseException as error:  # reported by the test's thread
+            failures.append(error)
+
+    near = threading.Thread(target=here, daemon=True)
+    near.start()
+    near.join(WAIT)
+    far.join(WAIT)
+    assert not near.is_alive(), f"the stream never heard the other loop's session: {seen}"
+    assert failures == []
+    assert seen == wanted
+    one.close()
+
+
 # ---- context variables ----------------------------------------------------------------
 
 REQUEST = contextvars.ContextVar("REQUEST", default="none")

@@ -28,10 +28,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ._base import DriverBase
 from ._lifecycle import LifecycleStreamBase
+from .hooks import Hooks
 
 __all__ = ["LastIdleFirst", "ThreadedDriver"]
 
@@ -136,6 +137,13 @@ class LastIdleFirst(Executor):
                 return
 
 
+class _MakesStreams(Protocol):
+    """A driver's lifecycle stream class: made from the hooks alone (each
+    knows its own loop)."""
+
+    def __call__(self, hooks: Hooks) -> LifecycleStreamBase: ...
+
+
 class ThreadedDriver(DriverBase):
     """What the async drivers share.
 
@@ -147,7 +155,7 @@ class ThreadedDriver(DriverBase):
     iterate :meth:`lifecycle` (a stream of the driver's loop, ``_stream``).
     """
 
-    _stream: ClassVar[type[LifecycleStreamBase]]
+    _stream: ClassVar[_MakesStreams]
 
     @functools.cached_property
     def _threads(self) -> LastIdleFirst:

@@ -90,7 +90,7 @@ class LifecycleStream(LifecycleStreamBase):
 
     def __init__(self, hooks: Hooks) -> None:
         self._queue: asyncio.Queue[fx.LifecycleEvent | None] = asyncio.Queue()
-        super().__init__(hooks)
+        super().__init__(hooks, asyncio.get_running_loop().call_soon_threadsafe)
 
     def _put(self, event: fx.LifecycleEvent) -> None:
         self._queue.put_nowait(event)

@@ -93,7 +93,7 @@ class LifecycleStream(LifecycleStreamBase):
 
     def __init__(self, hooks: Hooks) -> None:
         self._send, self._receive = trio.open_memory_channel[fx.LifecycleEvent](math.inf)
-        super().__init__(hooks)
+        super().__init__(hooks, trio.lowlevel.current_trio_token().run_sync_soon)
 
     def _put(self, event: fx.LifecycleEvent) -> None:
         self._send.send_nowait(event)
