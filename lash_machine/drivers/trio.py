@@ -8,8 +8,8 @@ may already be applied and a thread cannot be stopped, so trio waits for
 it, the machine gets the real result and the call returns it (trio
 delivers the cancellation at the caller's next checkpoint). The session
 thus always agrees with the store; a hung store delays the cancellation
-until its own timeout. A write cancelled before its thread started is
-cancelled like a read; lease calls (claim, release) always run to their end.
+until its own timeout. A write cancelled before it is handed to a worker
+is cancelled like a read; queued writes and lease calls run to their end.
 """
 
 from __future__ import annotations
