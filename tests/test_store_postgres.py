@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 from psycopg import sql
 
 from lash_machine.errors import SchemaVersionMismatch, SessionDeleted, StoreError
-from lash_machine.persisted import ActivePath, Reparent
+from lash_machine.persisted import ActivePath, FullGraph, Reparent
 from lash_machine.stores.base import SCHEMA_VERSION, SessionStore
 from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore, _Native
 from lash_machine.testing.conformance import StoreConformance
@@ -165,7 +166,7 @@ def _rows_examined(plan: dict[str, Any], table: str) -> int:
     return own + sum(_rows_examined(child, table) for child in plan.get("Plans", ()))
 
 
-def test_a_commit_at_the_leaf_reads_no_other_row_of_a_session_on_a_fresh_table(dsn: str) -> None:
+def test_a_commit_reads_only_the_rows_it_names_on_a_fresh_table(dsn: str) -> None:
     # The commit statement runs as a generic plan, made once per connection
     # (see _configure). On a table not yet analyzed, that plan reached the
     # pin and repair updates by the session's seq index and filtered every
@@ -198,6 +199,19 @@ def test_a_commit_at_the_leaf_reads_no_other_row_of_a_session_on_a_fresh_table(d
         (logged,) = [text for text in plans if "lash_nodes" in text]
         plan = json.loads(logged[logged.index("{") :])["Plan"]
         assert _rows_examined(plan, "lash_nodes") <= 2, logged
+    # A pin and a repair: one probe of each named node (and of the row it
+    # finds), not a walk of the session.
+    plans.clear()
+    commit = make_commit("s", 10, [make_node("more", "again")], reparented=[Reparent("n10", None)])
+    commit = attrs.evolve(commit, delta=attrs.evolve(commit.delta, pinned=("n5",)))
+    assert store.commit(commit) == 11
+    (logged,) = [text for text in plans if "lash_nodes" in text]
+    plan = json.loads(logged[logged.index("{") :])["Plan"]
+    assert _rows_examined(plan, "lash_nodes") <= 5, logged
+    stored = store.load_graph("s", FullGraph())
+    assert stored is not None
+    assert "n5" in stored.pinned
+    assert {n.node_id: n.parent_id for n in stored.nodes}["n10"] is None
     store.close()
 
 

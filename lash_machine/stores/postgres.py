@@ -455,29 +455,32 @@ appended AS (
                        %(pinned_of)s::bool[])
            WITH ORDINALITY AS r(node_id, parent_id, kind, frame_id, created_at, body, pinned, ord)
 ),
--- The ANY conditions let the key's index find the rows: the prepared plan
--- cannot know an array is empty, and without them it scanned the session.
--- The cardinality conditions name no row, so the plan tests them once and
--- skips the scan: a generic plan made on a table not yet analyzed walks
--- the whole session by its seq index (measured: 0.5 ms for each of these
--- two at 2,000 nodes, on every commit, though nearly every commit has no
--- pin and no repair).
+-- A generic plan made on a table not yet analyzed believes a session has
+-- two rows, and reached these rows by walking the session's seq index
+-- (0.5 ms each at 2,000 nodes, on every commit). So each named node is
+-- found by a primary-key probe (a LATERAL ... LIMIT 1, which the planner
+-- cannot turn into a join over the session) and its row updated by ctid;
+-- and the cardinality conditions name no row, so the plan tests them once
+-- and skips the update when there is nothing to pin or repair. (A node row
+-- that a transaction this one waited for changed has a new ctid and is
+-- left alone: outside a commit, which the head check already refuses,
+-- only a tombstone changes a node row, and a pin skips tombstoned rows.)
 pins AS (
     UPDATE lash_nodes AS n SET pinned = r.pinned
-      FROM cas, unnest(%(pin_ids)s::text[], %(pin_flags)s::bool[]) AS r(node_id, pinned)
-     WHERE cardinality(%(pin_ids)s::text[]) > 0
-       AND n.session_id = %(sid)s AND n.node_id = ANY(%(pin_ids)s::text[])
-       AND n.node_id = r.node_id AND NOT n.tombstoned
+      FROM cas, unnest(%(pin_ids)s::text[], %(pin_flags)s::bool[]) AS r(node_id, pinned),
+           LATERAL (SELECT k.ctid FROM lash_nodes AS k
+                     WHERE k.session_id = %(sid)s AND k.node_id = r.node_id LIMIT 1) AS hit
+     WHERE cardinality(%(pin_ids)s::text[]) > 0 AND n.ctid = hit.ctid AND NOT n.tombstoned
 ),
 reparented AS (
     -- A node both re-parented and pinned (a compaction's kept node, say)
     -- gets both here: two UPDATEs of one row in one statement keep one.
     UPDATE lash_nodes AS n SET parent_id = r.parent_id, pinned = COALESCE(r.pinned, n.pinned)
       FROM cas, unnest(%(moved)s::text[], %(new_parents)s::text[], %(moved_pins)s::bool[])
-           AS r(node_id, parent_id, pinned)
-     WHERE cardinality(%(moved)s::text[]) > 0
-       AND n.session_id = %(sid)s AND n.node_id = ANY(%(moved)s::text[])
-       AND n.node_id = r.node_id
+           AS r(node_id, parent_id, pinned),
+           LATERAL (SELECT k.ctid FROM lash_nodes AS k
+                     WHERE k.session_id = %(sid)s AND k.node_id = r.node_id LIMIT 1) AS hit
+     WHERE cardinality(%(moved)s::text[]) > 0 AND n.ctid = hit.ctid
 ),
 adopted AS (
     UPDATE lash_attachment_intents AS i SET committed = true
