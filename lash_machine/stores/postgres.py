@@ -464,7 +464,8 @@ appended AS (
 -- and skips the update when there is nothing to pin or repair. (A node row
 -- that a transaction this one waited for changed has a new ctid and is
 -- left alone: outside a commit, which the head check already refuses,
--- only a tombstone changes a node row, and a pin skips tombstoned rows.)
+-- only a tombstone changes a node row; a pin of a node tombstoned so is
+-- refused by the liveness check, and a repair of one no read ever sees.)
 pins AS (
     UPDATE lash_nodes AS n SET pinned = r.pinned
       FROM cas, unnest(%(pin_ids)s::text[], %(pin_flags)s::bool[]) AS r(node_id, pinned),
