@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from test_drivers_support import DRIVERS, POLICY, STORES, StoreFactory, run_scenario
+from test_drivers_support import Probe as Counting
 from test_drivers_support import store_factory as _store_factory
 
 from lash_machine import (
@@ -29,25 +30,6 @@ from lash_machine.stores import SQLiteStore
 @pytest.fixture
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     yield from _store_factory(request, tmp_path)
-
-
-class Counting:
-    """A real store that counts the calls made of it."""
-
-    def __init__(self, store: Any) -> None:
-        self.inner = store
-        self.calls: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self.inner, name)
-        if not callable(real):
-            return real
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return real(*args, **kwargs)
-
-        return call
 
 
 # ---- pins ---------------------------------------------------------------------------

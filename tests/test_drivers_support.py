@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,33 @@ def run_scenario(kind: str, scenario: Scenario, *configs: Any) -> None:
         finally:
             for driver in drivers:
                 driver.close()
+
+
+class Probe:
+    """A real store that counts the calls made of it, and fails the next
+    call of a method when told to."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self.failures: dict[str, BaseException] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.inner, name)
+        if not callable(real):
+            return real
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            failure = self.failures.pop(name, None)
+            if failure is not None:
+                raise failure
+            return real(*args, **kwargs)
+
+        return call
+
+    def reads(self) -> dict[str, int]:
+        """The calls made since the last look, then forgets them."""
+        seen = dict(self.calls)
+        self.calls.clear()
+        return seen

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from test_drivers_support import (
     POLICY,
     STORES,
     HeldStore,
+    Probe,
     StoreFactory,
     run_scenario,
 )
@@ -60,36 +60,6 @@ WARM = {"session_stamp": 1}
 @pytest.fixture
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     yield from _store_factory(request, tmp_path)
-
-
-class Probe:
-    """A real store that counts the calls made of it, and fails the next
-    call of a method when told to."""
-
-    def __init__(self, inner: SessionStore) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-        self.failures: dict[str, BaseException] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self.inner, name)
-        if not callable(real):
-            return real
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            failure = self.failures.pop(name, None)
-            if failure is not None:
-                raise failure
-            return real(*args, **kwargs)
-
-        return call
-
-    def reads(self) -> dict[str, int]:
-        """The calls made since the last look, then forgets them."""
-        seen = dict(self.calls)
-        self.calls.clear()
-        return seen
 
 
 def _sid() -> str:
