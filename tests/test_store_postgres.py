@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,12 +15,14 @@ from typing import Any
 import attrs
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 
 from lash_machine.errors import SchemaVersionMismatch, SessionDeleted, StoreError
 from lash_machine.persisted import ActivePath, FullGraph, Reparent
 from lash_machine.stores.base import SCHEMA_VERSION, SessionStore
-from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore, _Native
+from lash_machine.stores.postgres import _SELECT_PATH, PostgresStore, _array, _Native
 from lash_machine.testing.conformance import StoreConformance
 from lash_machine.testing.races import (
     RaceOutcome,
@@ -255,6 +258,68 @@ def test_a_native_query_runs_with_its_named_parameters(dsn: str) -> None:
     native = _Native.of("SELECT %(b)s::int - %(a)s::int, %(a)s::int")
     with psycopg.connect(dsn) as conn:
         assert native.run(conn, {"a": 2, "b": 7}) == (5, 2)
+
+
+_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]))
+
+
+def test_an_array_parameter_reads_back_as_the_list_it_was_made_from(dsn: str) -> None:
+    """The commit sends its arrays as array text; every value a node can
+    carry (any text but NUL, every finite float, true, false, NULL) must
+    come back as it went, or stored ids, bodies and times would change."""
+    with psycopg.connect(dsn) as conn:
+
+        @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+        @given(
+            texts=st.lists(st.one_of(st.none(), _TEXT, st.sampled_from(_AWKWARD))),
+            floats=st.lists(st.floats(allow_nan=False, allow_infinity=False)),
+            flags=st.lists(st.one_of(st.none(), st.booleans())),
+        )
+        def read_back(
+            texts: list[str | None], floats: list[float], flags: list[bool | None]
+        ) -> None:
+            row = _Native.of("SELECT %(t)s::text[], %(f)s::float8[], %(b)s::bool[]").run(
+                conn, {"t": _array(texts), "f": _array(floats), "b": _array(flags)}
+            )
+            assert row == (texts, floats, flags)
+            assert [math.copysign(1, f) for f in row[1]] == [math.copysign(1, f) for f in floats]
+
+        read_back()
+
+
+#: Text that means something inside an array's text form.
+_AWKWARD = ['"', "\\", "{", "}", ",", " ", "", "NULL", "null", '\\"', "a b", "{}", "\t\n"]
+
+
+def test_awkward_text_is_stored_exactly_through_every_part_of_a_commit(dsn: str) -> None:
+    """Ids, parents, bodies, pins and repairs each travel in one array of
+    the commit statement: text with quotes, backslashes, braces, commas,
+    blanks or the word NULL is stored as it was sent."""
+    store = PostgresStore(dsn)
+    try:
+        ids = [f"n{i}{text}" for i, text in enumerate(_AWKWARD)]
+        bodies = [{"text": text, text: [text]} for text in _AWKWARD]
+        nodes = [
+            make_node(node_id, ids[i - 1] if i else None, body, created_at=5e-324 * (i + 1))
+            for i, (node_id, body) in enumerate(zip(ids, bodies, strict=True))
+        ]
+        store.commit(make_commit("s", None, nodes))
+        loaded = store.load_graph("s", FullGraph())
+        assert loaded is not None
+        assert list(loaded.nodes) == nodes
+        # A repair and a pin of stored nodes with such ids, and an append
+        # that builds on one of them.
+        child = make_node('tail "\\', ids[3], {"x": '"{,}"'})
+        commit = make_commit("s", 1, [child], reparented=[Reparent(ids[5], ids[1])])
+        store.commit(attrs.evolve(commit, delta=attrs.evolve(commit.delta, pinned=(ids[2],))))
+        loaded = store.load_graph("s", FullGraph())
+        assert loaded is not None
+        by_id = {n.node_id: n for n in loaded.nodes}
+        assert by_id[child.node_id] == child
+        assert by_id[ids[5]].parent_id == ids[1]
+        assert loaded.pinned == (ids[2],)
+    finally:
+        store.close()
 
 
 class _Interleaved(PostgresStore):
