@@ -164,6 +164,11 @@ def test_a_wrong_or_broken_hint_never_changes_a_read(stores: tuple[SessionStore,
             "[[0,",
             "null",
             "",
+            # One range (read by a plain range scan) beyond what SQLite
+            # holds, or below any seq.
+            "[[0,9223372036854775808]]",
+            "[[-9223372036854775809,3]]",
+            "[[-5,100]]",
         ]:
             raw.set_hint_text("s", text)
             assert _path(store) == truth, text
@@ -206,6 +211,7 @@ def test_the_usual_read_uses_the_hint_alone(tmp_path: Path) -> None:
         conn.set_trace_callback(None)
         store.close()
     assert not any("RECURSIVE" in statement for statement in seen), seen
+    assert not any("json_each" in statement for statement in seen), seen
 
 
 def test_a_hint_survives_tombstones_and_vacuum_off_the_path(
@@ -239,6 +245,18 @@ def test_sqlite_reads_the_hinted_ranges_by_the_seq_index(tmp_path: Path) -> None
         conn.close()
     assert plan[0].startswith("SCAN r"), plan  # the ranges outside
     assert plan[1].startswith("SEARCH n USING INDEX lash_nodes_by_seq"), plan
+    # The usual hint, one range, is read by a statement of its own.
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        plan = [
+            row[3]
+            for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_store._READ_RANGE, ("s", 0, 3))
+        ]
+    finally:
+        conn.close()
+    assert plan == ["SEARCH n USING INDEX lash_nodes_by_seq (session_id=? AND seq>? AND seq<?)"], (
+        plan
+    )
 
 
 # ---- extending a hint from its text ---------------------------------------------------

@@ -202,6 +202,15 @@ SELECT {_READ_COLUMNS}
    AND n.seq BETWEEN (CASE WHEN r.type = 'array' THEN r.value ->> 0 END)
                  AND (CASE WHEN r.type = 'array' THEN r.value ->> 1 END)
 """
+# The usual hint (a conversation that never went back) is one range: a
+# plain range scan, which a new connection also prepares in a fraction of
+# the time the query above takes (a cold resume prepares every statement;
+# that difference made ACTIVE_PATH_ONLY slower than KEEP_ALL with nothing
+# off the path).
+_READ_RANGE = (
+    f"SELECT {_READ_COLUMNS} FROM lash_nodes AS n"
+    " WHERE n.session_id = ? AND n.tombstoned = 0 AND n.seq BETWEEN ? AND ? ORDER BY n.seq"
+)
 # CROSS JOIN keeps the ranges as the outer loop (SQLite never reorders it):
 # left to the planner, it scans every node of the session and tries each
 # range against each, whatever share of them is off the path.
@@ -872,7 +881,15 @@ def _read_path(conn: sqlite3.Connection, session_id: str, leaf: object, hint: ob
     by_id: dict[Any, Any] = {}
     start: object = leaf
     if type(hint) is str:
-        rows = conn.execute(_READ_RANGES, (session_id, hint)).fetchall()
+        ranges = parse_hint(hint)
+        if (
+            ranges is not None
+            and len(ranges) == 1
+            and -_INT64 <= ranges[0][0] <= ranges[0][1] < _INT64
+        ):
+            rows = conn.execute(_READ_RANGE, (session_id, *ranges[0])).fetchall()
+        else:
+            rows = conn.execute(_READ_RANGES, (session_id, hint)).fetchall()
         if rows and rows[-1][0] == leaf and chained(rows):
             return rows
         by_id = {r[0]: r for r in rows}
@@ -881,6 +898,10 @@ def _read_path(conn: sqlite3.Connection, session_id: str, leaf: object, hint: ob
         found = conn.execute(_READ_PATH, (session_id, start)).fetchall()
         by_id.update((r[0], r) for r in found)
     return path_root_first(by_id.get, _parent_of, str(leaf))
+
+
+#: Past the largest integer SQLite holds (a hint this release wrote never is).
+_INT64 = 2**63
 
 
 def _parent_of(row: Any) -> Any:
